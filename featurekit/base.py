@@ -1,0 +1,488 @@
+"""The sklearn-facing estimator every method shares: :class:`FeatureExtractor`.
+
+It owns the data flow (input adapters -> device -> preprocessing -> the
+method's hooks -> float32 features), parameter validation, determinism,
+pickling and ``get_feature_names_out``. It never knows a loss: that is the
+method's (see :mod:`featurekit.method`).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from numbers import Integral, Real
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import check_is_fitted, validate_data
+from torch import nn
+
+from featurekit import assembly
+from featurekit.checkpoint import Checkpointer, fingerprint
+from featurekit.data import inputs
+from featurekit.exceptions import InputError, ParameterError, TrainingError
+from featurekit.method import BuildSpec, OptimizerSpec
+from featurekit.preprocess import InputSpec, Preprocessor
+from featurekit.training import Trainer, resolve_optimizer_specs
+
+#: The parameters every method estimator lists after its own (with these defaults,
+#: unless a method documents a different one). ``tests/test_common.py`` checks it.
+COMMON_PARAMS: dict[str, Any] = {
+    "backbone_kwargs": None, "weights": None, "part": None,
+    "max_epochs": 10, "batch_size": 256, "inference_batch_size": 256,
+    "optimizer": "auto", "lr": "auto", "weight_decay": "auto", "gradient_clip": None,
+    "device": "auto", "precision": "auto", "num_workers": 0, "random_state": None,
+    "verbose": 1, "checkpoint_dir": None, "resume": "auto", "warm_start": False,
+    "eval_set": None, "n_iter_no_change": None,
+    "image_size": None, "channels": "auto", "scale": "auto", "image_shape": None,
+}
+
+_COMMON_CONSTRAINTS: dict[str, list] = {
+    "backbone": [str, callable],
+    "backbone_kwargs": [dict, None],
+    "weights": [str, os.PathLike, None],
+    "part": [str, list, tuple, None],
+    "max_epochs": [Interval(Integral, 0, None, closed="left")],
+    "batch_size": [Interval(Integral, 2, None, closed="left")],
+    "inference_batch_size": [Interval(Integral, 1, None, closed="left")],
+    "optimizer": [StrOptions({"auto", "sgd", "adam", "adamw"}), dict],
+    "lr": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither"), dict],
+    "weight_decay": [StrOptions({"auto"}), Interval(Real, 0, None, closed="left"), dict],
+    "gradient_clip": [Interval(Real, 0, None, closed="neither"), None],
+    "device": [str, torch.device],
+    "precision": [StrOptions({"auto", "bf16", "32"})],
+    "num_workers": [Interval(Integral, 0, None, closed="left")],
+    "random_state": ["random_state"],
+    "verbose": ["verbose"],
+    "checkpoint_dir": [str, os.PathLike, None],
+    "resume": [StrOptions({"auto"}), "boolean"],
+    "warm_start": ["boolean"],
+    "eval_set": [tuple, None],
+    "n_iter_no_change": [Interval(Integral, 1, None, closed="left"), None],
+    "image_size": [Interval(Integral, 1, None, closed="left"), None],
+    "channels": [StrOptions({"auto", "first", "last"})],
+    "scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
+    "image_shape": [tuple, list, None],
+}
+
+
+def store_params(estimator: Any, params: dict[str, Any]) -> None:
+    """Store ``__init__``'s arguments verbatim (call as ``store_params(self, locals())``)."""
+    for name, value in params.items():
+        if name not in ("self", "__class__"):
+            setattr(estimator, name, value)
+
+
+class FeatureExtractor(TransformerMixin, BaseEstimator):
+    """Base class of every featurekit method estimator.
+
+    Subclasses set the class attributes and implement the hooks described in
+    :mod:`featurekit.method`, and list all their hyperparameters plus
+    :data:`COMMON_PARAMS` in ``__init__`` (``store_params(self, locals())``).
+    """
+
+    name: str = ""
+    family: str = ""
+    modalities: tuple[str, ...] = ("image", "tabular")
+    y_usage: str = "ignored"
+    metadata_args: tuple[str, ...] = ()
+    verbs: tuple[str, ...] = ()
+    momentum_modules: tuple[str, ...] = ()
+    _parameter_constraints: dict = _COMMON_CONSTRAINTS
+
+    # -- the method contract (overridden by plugins) -------------------------
+    def build(self, spec: BuildSpec) -> nn.ModuleDict:
+        raise NotImplementedError
+
+    def outputs(self, spec: BuildSpec) -> dict[str, int]:
+        return {"features": spec.backbone_dim}
+
+    def views(self, spec: BuildSpec) -> list[Callable]:
+        return []
+
+    def optimizers(self, modules: nn.ModuleDict) -> dict[str, OptimizerSpec]:
+        raise NotImplementedError
+
+    def training_step(self, modules: nn.ModuleDict, batch: Any, ctx: Any) -> None:
+        raise NotImplementedError
+
+    def embed(self, modules: nn.ModuleDict, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def extra_state(self, modules: nn.ModuleDict) -> dict:
+        return {}
+
+    def load_extra_state(self, modules: nn.ModuleDict, state: dict) -> None:
+        pass
+
+    # -- sklearn API ---------------------------------------------------------
+    def fit(self, X: Any, y: Any = None) -> FeatureExtractor:
+        """Learn features from ``X`` (``y`` is used only by ``y_usage="target"`` methods).
+
+        Parameters
+        ----------
+        X : array-like of shape (n_samples, n_features) or images
+            Tabular rows, or images as described in :mod:`featurekit.data.inputs`.
+        y : array-like of shape (n_samples,), default=None
+            Targets for supervised methods; ignored by self-supervised ones.
+
+        Returns
+        -------
+        self : object
+            The fitted estimator.
+        """
+        return self._fit(X, y, {})
+
+    def _fit(self, X: Any, y: Any, metadata: dict[str, Any]) -> FeatureExtractor:
+        self._validate_params()
+        self._check_part_param()
+        device = assembly.resolve_device(self.device)
+        seed = assembly.resolve_seed(self.random_state)
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(seed)
+            source, weights_state = self._fit_inputs(X)
+            self.n_samples_fit_ = source.n
+            targets = self._fit_targets(y, source.n)
+            codes = self._fit_metadata(metadata, source.n)
+            continuing = self.warm_start and hasattr(self, "modules_")
+            spec = self._build_spec(weights_state)
+            modules = self.modules_ if continuing else self._build_modules(spec)
+            channels_last = self._use_channels_last(modules, device)
+            modules.to(device, memory_format=torch.channels_last) if channels_last \
+                else modules.to(device)
+            opt_specs = self.optimizers(modules)
+            self.optimizer_params_ = resolve_optimizer_specs(
+                opt_specs, optimizer=self.optimizer, lr=self.lr, weight_decay=self.weight_decay,
+                batch_size=self.batch_size, owner=type(self).__name__)
+            self._check_optimized(modules, opt_specs)
+            prep = Preprocessor(self.input_spec_, device, channels_last)
+            trainer = Trainer(
+                method=self, modules=modules, optimizer_specs=opt_specs, preprocessor=prep,
+                views=self.views(spec), device=device, autocast_dtype=self._autocast(device),
+                max_epochs=self.max_epochs, batch_size=self.batch_size, seed=seed,
+                verbose=self.verbose, gradient_clip=self.gradient_clip,
+                num_workers=self.num_workers, checkpointer=None,
+                evaluate=self._eval_set_scorer(modules, device),
+                n_iter_no_change=self.n_iter_no_change, on_epoch_end=self._on_epoch_end)
+            if self.checkpoint_dir is not None and not continuing:
+                trainer.checkpointer = Checkpointer(
+                    self.checkpoint_dir,
+                    fingerprint(self, self._data_fingerprint(source, y, metadata)))
+                state = trainer.checkpointer.load() if self.resume is not False else None
+                if state is not None and not state["finished"]:
+                    trainer.restore(state)
+                elif self.resume is True and state is None:
+                    raise TrainingError(f"resume=True, but no checkpoint exists at "
+                                        f"{trainer.checkpointer.path}")
+            self.modules_ = modules
+            if opt_specs and self.max_epochs > 0:
+                history = trainer.run(source, targets, codes)
+            else:
+                history = {}
+            if continuing:
+                history = {k: self.history_.get(k, []) + v for k, v in history.items()}
+        self.history_ = history
+        self.n_epochs_ = len(history.get("epoch_time", []))
+        self.backbone_ = modules["backbone"]
+        return self
+
+    def transform(self, X: Any) -> np.ndarray:
+        """Features of ``X``: the selected parts, concatenated, as float32.
+
+        Parameters
+        ----------
+        X : array-like or images
+            Input of the same kind and shape as given to ``fit``.
+
+        Returns
+        -------
+        X_new : ndarray of shape (n_samples, n_features_out)
+        """
+        check_is_fitted(self, "modules_")
+        source = self._transform_inputs(X)
+        return self._features(source, self._selected_parts())
+
+    def get_feature_names_out(self, input_features: Any = None) -> np.ndarray:
+        """Names of the output columns: ``simclr0, simclr1, ...`` (``name_part0`` for several parts)."""
+        check_is_fitted(self, "feature_parts_")
+        parts = self._selected_parts()
+        names = []
+        for part in parts:
+            start, stop = self.feature_parts_[part]
+            prefix = self.name if len(self.feature_parts_) == 1 else f"{self.name}_{part}"
+            names += [f"{prefix}{i}" for i in range(stop - start)]
+        return np.asarray(names, dtype=object)
+
+    def save(self, path: str) -> None:
+        """Save the fitted estimator safely (loads with ``featurekit.load``)."""
+        from featurekit.persistence import save
+
+        save(self, path)
+
+    def export_backbone(self, path: str) -> None:
+        """Write the backbone's state_dict (torchvision-compatible keys for torchvision models)."""
+        from featurekit.checkpoint import atomic_torch_save
+
+        check_is_fitted(self, "modules_")
+        atomic_torch_save({k: v.detach().cpu() for k, v in self.backbone_.state_dict().items()},
+                          path)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        tags.input_tags.two_d_array = "tabular" in self.modalities
+        tags.input_tags.three_d_array = "image" in self.modalities
+        tags.target_tags.required = self.y_usage == "target"
+        return tags
+
+    # -- pickling: state_dicts on CPU, modules rebuilt on load ---------------
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        modules = state.pop("modules_", None)
+        state.pop("backbone_", None)
+        if modules is not None:
+            state["_modules_state"] = {k: v.detach().cpu() for k, v in modules.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        modules_state = state.pop("_modules_state", None)
+        super().__setstate__(state) if hasattr(super(), "__setstate__") else self.__dict__.update(state)
+        if modules_state is not None:
+            self._restore_modules(modules_state)
+
+    def _restore_modules(self, modules_state: dict) -> None:
+        with torch.random.fork_rng(devices=[]):
+            modules = self._build_modules(self._build_spec(None, pretrained=False))
+        modules.load_state_dict(modules_state)
+        modules.eval()
+        self.modules_ = modules
+        self.backbone_ = modules["backbone"]
+
+    # -- internals -----------------------------------------------------------
+    def _check_part_param(self) -> None:
+        if self.part is not None and not isinstance(self.part, str):
+            if not all(isinstance(p, str) for p in self.part) or not self.part:
+                raise ParameterError(f"The 'part' parameter of {type(self).__name__} must be None, "
+                                     f"a part name or a list of them. Got {self.part!r} instead.")
+
+    def _selected_parts(self) -> list[str]:
+        declared = list(self.feature_parts_)
+        if self.part is None or self.part == "all":
+            return declared
+        wanted = [self.part] if isinstance(self.part, str) else list(self.part)
+        unknown = [p for p in wanted if p not in declared]
+        if unknown:
+            raise ParameterError(f"{type(self).__name__} has parts {declared}; got part={self.part!r}")
+        return wanted
+
+    def _fit_inputs(self, X: Any) -> tuple[inputs.Source, dict | None]:
+        """Validate ``X``, set the input attributes; return the source and backbone weights."""
+        if "tabular" in self.modalities and inputs.is_tabular(X, self.image_shape):
+            Xv = validate_data(self, X, reset=True, dtype=[np.float32, np.float64],
+                               ensure_min_samples=2)
+            self.mean_ = Xv.mean(axis=0).astype(np.float32)
+            scale = Xv.std(axis=0)
+            self.scale_ = np.where(scale > 1e-12 * np.abs(Xv).max(initial=1.0), scale, 1.0
+                                   ).astype(np.float32)
+            self.backbone_config_, state = assembly.tabular_setup(self, Xv.shape[1])
+            self.input_spec_ = InputSpec("tabular", (Xv.shape[1],), 1.0, (Xv.shape[1],),
+                                         tuple(self.mean_.tolist()), tuple(self.scale_.tolist()))
+            return inputs.tabular_source(Xv), state
+        if inputs.is_tabular(X, self.image_shape):
+            raise InputError(f"{type(self).__name__} learns from {', '.join(self.modalities)} data "
+                             "and X is a 2-D table; pass image_shape=(H, W[, C]) if the rows are "
+                             "flattened images")
+        if "image" not in self.modalities:
+            raise InputError(f"{type(self).__name__} does not take images (it takes "
+                             f"{', '.join(self.modalities)})")
+        source = self._image_source(X)
+        if self.image_shape is not None:
+            self.n_features_in_ = int(np.prod(source.sample_shape))
+        sample = next(source.batches(np.arange(min(source.n, 512)), 512))
+        config, spec, state = assembly.image_setup(self, source.sample_shape, sample, source.scale)
+        self.backbone_config_, self.input_spec_ = config, spec
+        return source, state
+
+    def _image_source(self, X: Any, min_samples: int = 2) -> inputs.Source:
+        return inputs.image_source(X, channels=self.channels, image_size=self.image_size,
+                                   scale=self.scale, image_shape=self.image_shape,
+                                   min_samples=min_samples)
+
+    def _transform_inputs(self, X: Any) -> inputs.Source:
+        spec = InputSpec.from_dict(self.input_spec_.to_dict())
+        if spec.modality == "tabular":
+            Xv = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
+            return inputs.tabular_source(Xv)
+        source = self._image_source(X, min_samples=0)
+        if source.n == 0:
+            raise InputError("X is empty (n_samples=0)")
+        if tuple(source.sample_shape[1:]) != tuple(spec.sample_shape[1:]) or \
+                source.sample_shape[0] > spec.working_shape[0]:
+            raise InputError(f"X has images of shape {tuple(source.sample_shape)} (C, H, W), but "
+                             f"{type(self).__name__} was fitted on {tuple(spec.sample_shape)}; "
+                             "pass images like those given to fit, or set image_size=")
+        return source
+
+    def _fit_targets(self, y: Any, n: int) -> torch.Tensor | None:
+        if self.y_usage != "target":
+            return None
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import column_or_1d
+
+        if y is None:
+            raise ValueError(f"requires y to be passed, but the target y is None "
+                             f"({type(self).__name__} is supervised)")
+        y = column_or_1d(y, warn=True)
+        check_classification_targets(y)
+        if len(y) != n:
+            raise InputError(f"X and y have different lengths: n_samples={n}, len(y)={len(y)}")
+        classes, codes = np.unique(y, return_inverse=True)
+        if len(classes) < 2:
+            raise InputError(f"{type(self).__name__} needs at least 2 classes in y; got 1 class "
+                             f"({classes[0]!r})")
+        self.classes_ = classes
+        return torch.as_tensor(codes, dtype=torch.long, device=assembly.resolve_device(self.device))
+
+    def _fit_metadata(self, metadata: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+        codes, self.metadata_values_ = {}, {}
+        device = assembly.resolve_device(self.device)
+        for name in self.metadata_args:
+            values = metadata.get(name)
+            if values is None:
+                raise InputError(f"{type(self).__name__}.fit needs {name}= (one value per sample)")
+            values = np.asarray(values)
+            if len(values) != n:
+                raise InputError(f"X and {name} have different lengths: n_samples={n}, "
+                                 f"len({name})={len(values)}")
+            uniq, code = np.unique(values, return_inverse=True)
+            self.metadata_values_[name] = uniq
+            codes[name] = torch.as_tensor(code, dtype=torch.long, device=device)
+        return codes
+
+    def _build_spec(self, state: dict | None, pretrained: bool = True) -> BuildSpec:
+        """The method's build spec; ``pretrained=False`` skips torchvision weights (the
+        caller loads a state_dict instead, and nothing is downloaded)."""
+        config, spec = dict(self.backbone_config_), self.input_spec_
+        if not pretrained:
+            config["torchvision_weights"] = None
+        classes = tuple(np.asarray(self.classes_).tolist()) if hasattr(self, "classes_") else None
+        meta = {k: tuple(np.asarray(v).tolist())
+                for k, v in getattr(self, "metadata_values_", {}).items()}
+        return BuildSpec(
+            modality=spec.modality, input_shape=tuple(spec.working_shape),
+            n_samples=self.n_samples_fit_, backbone_dim=config["feature_dim"],
+            make_backbone=lambda: assembly.make_backbone(config, self.backbone, state),
+            classes=classes, metadata=meta)
+
+    def _build_modules(self, spec: BuildSpec) -> nn.ModuleDict:
+        modules = self.build(spec)
+        if not isinstance(modules, nn.ModuleDict) or "backbone" not in modules:
+            raise TrainingError(f"{type(self).__name__}.build must return an nn.ModuleDict with "
+                                "the backbone under 'backbone'")
+        outputs = self.outputs(spec)
+        self.feature_parts_, start = {}, 0
+        for part, dim in outputs.items():
+            self.feature_parts_[part] = (start, start + int(dim))
+            start += int(dim)
+        return modules
+
+    def _use_channels_last(self, modules: nn.ModuleDict, device: torch.device) -> bool:
+        return (self.input_spec_.modality == "image" and device.type in ("cpu", "cuda")
+                and any(isinstance(m, nn.Conv2d) for m in modules.modules()))
+
+    def _autocast(self, device: torch.device) -> torch.dtype | None:
+        if self.precision == "bf16" or (self.precision == "auto" and device.type == "cuda"):
+            return torch.bfloat16
+        return None
+
+    def _check_optimized(self, modules: nn.ModuleDict, specs: dict[str, OptimizerSpec]) -> None:
+        seen: dict[int, str] = {}
+        for name, spec in specs.items():
+            groups = list(spec.params)
+            spec.params = groups
+            params = [p for g in groups for p in (g["params"] if isinstance(g, dict) else [g])]
+            for p in params:
+                if id(p) in seen:
+                    raise TrainingError(f"{type(self).__name__}: a parameter is in both the "
+                                        f"{seen[id(p)]!r} and {name!r} optimizers")
+                seen[id(p)] = name
+        loose = [n for n, p in modules.named_parameters() if p.requires_grad and id(p) not in seen]
+        if loose:
+            raise TrainingError(f"{type(self).__name__}: trainable parameters in no optimizer: "
+                                f"{loose[:5]}; add them to an optimizer or set requires_grad=False")
+
+    def _features(self, source: inputs.Source, parts: list[str],
+                  modules: nn.ModuleDict | None = None) -> np.ndarray:
+        """The selected parts of ``embed``, concatenated, for every sample of ``source``."""
+        width = sum(self.feature_parts_[p][1] - self.feature_parts_[p][0] for p in parts)
+
+        def fn(mods: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
+            emb = self.embed(mods, x)
+            return torch.cat([emb[p].float() for p in parts], dim=1)
+
+        return self._apply_batches(source, fn, width, modules)
+
+    def _apply_batches(self, source: inputs.Source,
+                       fn: Callable[[nn.ModuleDict, torch.Tensor], torch.Tensor], width: int,
+                       modules: nn.ModuleDict | None = None) -> np.ndarray:
+        """Run ``fn(modules, x)`` over ``source`` in eval mode, without grad, batch by batch,
+        into one preallocated float32 array of shape (n_samples, width)."""
+        modules = self.modules_ if modules is None else modules
+        device = assembly.resolve_device(self.device)
+        channels_last = self._use_channels_last(modules, device)
+        modules.to(device, memory_format=torch.channels_last) if channels_last else modules.to(device)
+        prep = Preprocessor(self.input_spec_, device, channels_last)
+        out = np.empty((source.n, width), dtype=np.float32)
+        dtype = self._autocast(device)
+        was_training = modules.training
+        modules.eval()
+        bs = self.inference_batch_size
+        try:
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                  enabled=dtype is not None):
+                for i, raw in enumerate(source.batches(np.arange(source.n), bs, self.num_workers)):
+                    block = fn(modules, prep(raw)).float()
+                    out[i * bs:i * bs + len(block)] = block.cpu().numpy()
+        finally:
+            modules.train(was_training)
+        return out
+
+    def _eval_set_scorer(self, modules: nn.ModuleDict, device: torch.device):
+        if self.eval_set is None:
+            return None
+        if not (isinstance(self.eval_set, tuple) and len(self.eval_set) == 2):
+            raise ParameterError("The 'eval_set' parameter must be a tuple (X_val, y_val).")
+        from featurekit.evaluate import knn_loo_accuracy
+
+        X_val, y_val = self.eval_set
+        source = self._transform_inputs(X_val)
+        parts = list(self.feature_parts_)
+
+        def score() -> float:
+            return knn_loo_accuracy(self._features(source, parts, modules), np.asarray(y_val))
+
+        return score
+
+    def _data_fingerprint(self, source: inputs.Source, y: Any, metadata: dict) -> str:
+        from featurekit.checkpoint import _jsonable
+
+        extra = _jsonable({"y": None if y is None else np.asarray(y),
+                           **{k: np.asarray(v) for k, v in metadata.items()}})
+        return f"{source.fingerprint()}:{extra}"
+
+    def _on_epoch_end(self, epoch: int, history: dict) -> None:
+        from featurekit.registry import get_registry
+
+        hook = get_registry().plugin_manager.hook.featurekit_on_epoch_end
+        for impl in hook.get_hookimpls():
+            try:
+                impl.function(estimator=self, epoch=epoch, history=history)
+            except Exception as exc:
+                warnings.warn(f"featurekit_on_epoch_end of plugin {impl.plugin_name!r} raised "
+                              f"{type(exc).__name__}: {exc}", stacklevel=2)
+

@@ -1,0 +1,427 @@
+"""The ``featurekit`` command line: fit a method, extract features, evaluate them.
+
+Every command's docstring is its ``--help``. A user's mistake (an unknown
+method or parameter, unusable data) ends with exit status 2 and one line
+saying what to change, never a traceback. Plugins add commands through the
+``featurekit_register_commands(cli)`` hook, called by :func:`get_cli`.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import json
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import click
+
+import featurekit
+from featurekit.exceptions import (
+    InputError,
+    ParameterError,
+    PluginError,
+    TrainingError,
+    UnknownNameError,
+)
+
+#: Where labels come from, for the errors of commands that need them.
+LABELS_HELP = ("give an .npz with labels 'y', a folder with one sub-folder of images per class, "
+               "or a .txt list of '<path><TAB><label>' lines")
+
+
+@contextlib.contextmanager
+def user_errors(ctx: click.Context | None = None) -> Iterator[None]:
+    """Turn featurekit's errors about the user's input into one-line click errors."""
+    from sklearn.utils._param_validation import InvalidParameterError
+
+    try:
+        yield
+    except (InputError, ParameterError, UnknownNameError, InvalidParameterError) as exc:
+        raise click.UsageError(_one_line(exc), ctx=ctx) from None
+    except (PluginError, TrainingError) as exc:
+        raise click.ClickException(_one_line(exc)) from None
+
+
+def _one_line(message: Any) -> str:
+    return " ".join(str(message).split())
+
+
+class Command(click.Command):
+    """A command whose featurekit errors become usage errors (see :func:`user_errors`)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with user_errors(ctx):
+            return super().invoke(ctx)
+
+
+class Group(click.Group):
+    """The ``featurekit`` group; commands built with ``@cli.command()`` are :class:`Command`."""
+
+    command_class = Command
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with user_errors(ctx):  # plugin commands that are plain click commands
+            return super().invoke(ctx)
+
+
+# -- shared options: defined once, stacked onto the commands that take them --------------
+
+def _stack(*decorators: Callable) -> Callable:
+    def apply(f: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            f = decorator(f)
+        return f
+    return apply
+
+
+def _parse_params(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict:
+    params = {}
+    for item in values:
+        name, sep, text = item.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise click.BadParameter(f"expected NAME=VALUE (e.g. temperature=0.2); got {item!r}",
+                                     ctx=ctx, param=param)
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            value = text
+        params[name.strip()] = value
+    return params
+
+
+def _output_file(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is not None and not Path(value).resolve().parent.is_dir():
+        raise click.BadParameter(f"the folder of {value!r} does not exist", ctx=ctx, param=param)
+    return value
+
+
+def _data_argument(f: Callable) -> Callable:
+    return click.argument("data", type=click.Path(exists=True))(f)
+
+
+def _model_argument(f: Callable) -> Callable:
+    return click.argument("model", type=click.Path(exists=True, dir_okay=False))(f)
+
+
+_backbone = click.option("--backbone", help="Backbone name (see `featurekit plugins`), e.g. "
+                         "small_cnn for images or mlp for tables.")
+_max_epochs = click.option("--max-epochs", type=click.IntRange(min=0),
+                           help="Training epochs (the method's default if not given).")
+_batch_size = click.option("--batch-size", type=click.IntRange(min=1),
+                           help="Samples per batch (the method's default if not given).")
+_random_state = click.option("--random-state", type=int,
+                             help="Seed for a reproducible result.")
+_device = click.option("--device", help="'auto' (default: cuda, then mps, then cpu), 'cpu', "
+                       "'cuda', 'cuda:N' or 'mps'.")
+_quiet = click.option("-q", "--quiet", is_flag=True, help="No progress bar (verbose=0).")
+_param = click.option("--param", "params", multiple=True, metavar="NAME=VALUE",
+                      callback=_parse_params,
+                      help="Any parameter of the method, as a Python literal or a plain string "
+                           "(repeatable): --param temperature=0.2 "
+                           "--param backbone_kwargs=\"{'width': 8}\".")
+
+#: The estimator options of ``fit``, stacked in one place.
+fit_options = _stack(_backbone, _max_epochs, _batch_size, _random_state, _device, _quiet, _param)
+#: The inference options of ``extract`` and ``evaluate``.
+inference_options = _stack(_batch_size, _device)
+
+
+# -- the group -------------------------------------------------------------------------
+
+_CONTEXT = {"help_option_names": ["-h", "--help"]}
+
+
+@click.group("featurekit", cls=Group, context_settings=_CONTEXT)
+@click.version_option(featurekit.__version__, "-V", "--version", prog_name="featurekit")
+def cli() -> None:
+    """featurekit: learn deep features and extract them, with method plugins.
+
+    \b
+    A typical session:
+      featurekit plugins
+      featurekit fit simclr images/ -o model.pt --max-epochs 20
+      featurekit extract model.pt images/ -o features.h5
+      featurekit evaluate model.pt labelled.npz
+    """
+
+
+@cli.command()
+@click.option("--check", "check_name", metavar="METHOD",
+              help="Run the conformance kit on METHOD and print each check's result; "
+                   "exit status 1 if any fails.")
+def plugins(check_name: str | None) -> None:
+    """List the installed methods, backbones, and plugins that failed to load.
+
+    With --check METHOD, run featurekit's conformance kit (featurekit.testing)
+    on that method instead: tiny fits on CPU, a few seconds per check.
+    """
+    from featurekit.evaluate import format_table
+    from featurekit.registry import get_registry
+
+    if check_name is not None:
+        _check(check_name)
+        return
+    registry = get_registry()
+    methods = [{"method": m.name, "family": m.family, "package": m.distribution,
+                "version": m.version} for _, m in sorted(registry.methods.items())]
+    backbones = [{"backbone": b.name, "modality": b.modality,
+                  "pretrained weights": ", ".join(b.pretrained) or "-",
+                  "package": b.source.distribution} for _, b in sorted(registry.backbones.items())]
+    click.echo(f"Methods\n\n{format_table(methods) or '(none installed)'}\n")
+    click.echo(f"Backbones\n\n{format_table(backbones) or '(none installed)'}")
+    if registry.failures:
+        failed = [{"plugin": f.plugin, "package": f.distribution, "error": f.error}
+                  for f in registry.failures]
+        click.echo(f"\nPlugins that failed to load\n\n{format_table(failed)}")
+
+
+def _check(name: str) -> None:
+    from featurekit.evaluate import format_table
+    from featurekit.testing import check_method
+
+    results = check_method(featurekit.create(name), raise_on_failure=False)
+    rows = [{"check": r.name, "result": "PASS" if r.passed else "FAIL",
+             "message": _one_line(r.message)} for r in results]
+    failed = sum(not r.passed for r in results)
+    click.echo(format_table(rows))
+    click.echo(f"\n{name}: {len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise click.exceptions.Exit(1)
+
+
+@cli.command()
+@click.argument("method")
+@_data_argument
+@click.option("-o", "--output", "model", required=True, callback=_output_file,
+              type=click.Path(dir_okay=False), help="Where to save the fitted model.")
+@fit_options
+def fit(method: str, data: str, model: str, backbone: str | None, max_epochs: int | None,
+        batch_size: int | None, random_state: int | None, device: str | None, quiet: bool,
+        params: dict[str, Any]) -> None:
+    """Fit METHOD on DATA and save the model to -o MODEL.
+
+    DATA is an .npz with an array 'x' (and labels 'y'), a folder of images
+    (one sub-folder per class gives labels), or a .txt list of image paths
+    (optionally '<path><TAB><label>'). Labels are used only by methods that
+    learn from them (supervised). Tables need a tabular backbone
+    (--backbone mlp). Example:
+
+    \b
+      featurekit fit simclr digits.npz -o simclr.pt --backbone mlp \\
+          --max-epochs 20 --param temperature=0.2
+    """
+    from featurekit.data.files import load_data
+
+    est = featurekit.create(method)
+    params = _merge_params(est, params, backbone=backbone, max_epochs=max_epochs,
+                           batch_size=batch_size, random_state=random_state, device=device,
+                           verbose=0 if quiet else None)
+    est.set_params(**params)
+    loaded = load_data(data)
+    if loaded.modality == "audio" and "audio" not in est.modalities:
+        raise click.UsageError(f"DATA holds audio, which {method} does not support yet (it "
+                               f"takes {', '.join(est.modalities)} data)")
+    y = None
+    if est.y_usage == "target":
+        if loaded.y is None:
+            raise click.UsageError(f"{method} learns from labels, and DATA has none; "
+                                   f"{LABELS_HELP}")
+        y = loaded.y
+    started = time.perf_counter()
+    est.fit(loaded.X, y)
+    seconds = time.perf_counter() - started
+    est.save(model)
+    epochs = f"{est.n_epochs_} epoch{'' if est.n_epochs_ == 1 else 's'}"
+    summary = [f"{est.name}: {len(loaded)} samples", epochs]
+    if est.history_.get("loss"):
+        summary.append(f"final loss {est.history_['loss'][-1]:.4g}")
+    summary.append(f"{seconds:.1f} s")
+    click.echo(f"{', '.join(summary)}; saved {model}")
+
+
+def _merge_params(est: Any, params: dict[str, Any], **options: Any) -> dict[str, Any]:
+    """--param values plus the convenience options given; unknown names are usage errors."""
+    known = est.get_params(deep=False)
+    unknown = sorted(set(params) - set(known))
+    if unknown:
+        raise click.UsageError(f"{est.name} has no parameter {', '.join(map(repr, unknown))}; "
+                               f"its parameters are: {', '.join(known)}")
+    for name, value in options.items():
+        if value is None:
+            continue
+        if name in params and params[name] != value:
+            raise click.UsageError(f"{name} is given twice, as an option and as --param, with "
+                                   "different values")
+        params[name] = value
+    return params
+
+
+@cli.command()
+@_model_argument
+@_data_argument
+@click.option("-o", "--output", required=True, callback=_output_file,
+              type=click.Path(dir_okay=False), help="The HDF5 feature store to write.")
+@inference_options
+def extract(model: str, data: str, output: str, batch_size: int | None,
+            device: str | None) -> None:
+    """Extract the features of DATA with MODEL into an HDF5 feature store.
+
+    MODEL is a file written by `featurekit fit` (or est.save); DATA is
+    what `fit` takes, of the same kind and shape as MODEL was fitted on.
+
+    The store holds the features, ids 0..n-1, the labels of DATA (names of
+    string labels go in the metadata as label_names), the file names of
+    image files as keys, and provenance metadata (method, parameters,
+    versions, model, input, time). It is written atomically.
+    """
+    import numpy as np
+    import torch
+
+    from featurekit.data.files import load_data
+    from featurekit.store import write_store
+
+    est = _load_model(model, batch_size, device)
+    loaded = load_data(data)
+    features = est.transform(loaded.X)
+    metadata = {
+        "method": est.name,
+        "params": json.loads(json.dumps(est.get_params(deep=False), default=str)),
+        "featurekit_version": featurekit.__version__,
+        "torch_version": str(torch.__version__),
+        "model": str(Path(model).resolve()),
+        "input": str(Path(data).resolve()),
+        "input_description": loaded.description,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    labels, names = _integer_labels(loaded.y)
+    if names is not None:
+        metadata["label_names"] = names
+    write_store(output, features, ids=np.arange(len(features)), labels=labels,
+                keys=loaded.keys, metadata=metadata)
+    click.echo(f"{features.shape[0]} rows x {features.shape[1]} features -> {output}")
+
+
+def _load_model(path: str, batch_size: int | None, device: str | None) -> Any:
+    est = featurekit.load(path)
+    if batch_size is not None:
+        est.set_params(inference_batch_size=batch_size)
+    if device is not None:
+        est.set_params(device=device)
+    return est
+
+
+def _integer_labels(y: Any) -> tuple[Any, list[str] | None]:
+    """Labels as int64 codes for the store, and the names behind them when they are strings."""
+    import numpy as np
+
+    if y is None:
+        return None, None
+    y = np.asarray(y)
+    if y.dtype.kind in "iub":
+        return y.astype(np.int64), None
+    try:
+        return np.asarray([int(v) for v in y], dtype=np.int64), None
+    except (TypeError, ValueError):
+        names, codes = np.unique(y.astype(str), return_inverse=True)
+        return codes.astype(np.int64), names.tolist()
+
+
+@cli.command()
+@_model_argument
+@_data_argument
+@click.option("--test-size", type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              default=0.2, show_default=True, help="Fraction of DATA held out for testing.")
+@click.option("--random-state", type=int, default=0, show_default=True,
+              help="Seed of the train/test split.")
+@inference_options
+def evaluate(model: str, data: str, test_size: float, random_state: int,
+             batch_size: int | None, device: str | None) -> None:
+    """Score MODEL's features of labelled DATA: kNN and linear-probe accuracy.
+
+    MODEL is a file written by `featurekit fit`; DATA is what `fit` takes,
+    with labels.
+
+    DATA is split into train and test parts (stratified by label); a
+    weighted kNN classifier and a logistic-regression probe learn on the
+    train features and are scored on the test features. Raw pixels are
+    scored too as the baseline, when DATA is an array.
+    """
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    from featurekit.data.files import load_data
+    from featurekit.evaluate import evaluate as evaluate_extractors
+    from featurekit.evaluate import format_table
+
+    est = _load_model(model, batch_size, device)
+    loaded = load_data(data)
+    if loaded.y is None:
+        raise click.UsageError(f"evaluate needs labels, and DATA has none; {LABELS_HELP}")
+    y = np.asarray(loaded.y)
+    try:
+        train, test = train_test_split(np.arange(len(y)), test_size=test_size, stratify=y,
+                                       random_state=random_state)
+    except ValueError as exc:
+        raise click.UsageError(f"cannot split DATA into train and test parts: {exc}") from None
+    if loaded.is_files:
+        extractors = {est.name: est}
+        X_train, X_test = [loaded.X[i] for i in train], [loaded.X[i] for i in test]
+        click.echo("(no raw-pixel baseline: DATA is image files of possibly different sizes)")
+    else:
+        raw = "raw pixels" if loaded.X.ndim >= 3 and loaded.modality != "audio" else "raw inputs"
+        extractors = {raw: "raw", est.name: est}
+        X_train, X_test = loaded.X[train], loaded.X[test]
+    rows = evaluate_extractors(extractors, X_train, y[train], X_test, y[test])
+    click.echo(f"{loaded.description}: {len(train)} train, {len(test)} test samples\n")
+    click.echo(format_table(rows))
+
+
+@cli.command()
+@click.option("--quick", is_flag=True, help="A smaller, faster run (a minute on a laptop CPU).")
+def demo(quick: bool) -> None:
+    """Fit methods on the embedded digits and compare their features with raw pixels."""
+    from featurekit.demo import main as run_demo
+
+    run_demo(quick=quick)
+
+
+# -- plugin commands and the entry point -----------------------------------------------
+
+_BUILTIN_COMMANDS = dict(cli.commands)
+
+
+def get_cli() -> click.Group:
+    """The ``featurekit`` group with the commands that installed plugins add.
+
+    Each plugin's ``featurekit_register_commands`` is called on its own: one
+    that fails is reported as a warning and the others still add theirs. A
+    plugin cannot replace a built-in command.
+    """
+    from featurekit.registry import PluginWarning, get_registry
+
+    cli.commands = dict(_BUILTIN_COMMANDS)
+    hook = get_registry().plugin_manager.hook.featurekit_register_commands
+    for impl in reversed(hook.get_hookimpls()):  # registration order
+        try:
+            impl.function(cli=cli)
+        except Exception as exc:
+            warnings.warn(f"featurekit plugin {impl.plugin_name!r} failed to add its commands "
+                          f"and they were skipped: {type(exc).__name__}: {exc}",
+                          PluginWarning, stacklevel=2)
+        for name, command in _BUILTIN_COMMANDS.items():
+            if cli.commands.get(name) is not command:
+                cli.commands[name] = command
+                warnings.warn(f"featurekit plugin {impl.plugin_name!r} tried to replace the "
+                              f"built-in command {name!r}; the built-in was kept",
+                              PluginWarning, stacklevel=2)
+    return cli
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the ``featurekit`` console script."""
+    get_cli().main(args=argv, prog_name="featurekit")

@@ -1,0 +1,1 @@
+"""Input adapters and batched on-device augmentations."""

@@ -1,0 +1,392 @@
+"""Input adapters: turn what a user passes to ``fit``/``transform`` into batches.
+
+Every adapter yields raw batches: images as ``(B, C, H, W)`` uint8 (or float32
+in [0, 1]) tensors, tabular rows as ``(B, F)`` float32. Scaling, resizing and
+normalization happen later, batched on the device (``featurekit.preprocess``).
+
+Accepted images: numpy arrays or torch tensors of shape (N, H, W),
+(N, H, W, C) or (N, C, H, W) (``channels=`` decides, ``"auto"`` refuses to
+guess when both ends could be channels); lists of arrays (of different sizes
+only with ``image_size=``); lists of image file paths (decoded in DataLoader
+workers); a torch ``Dataset``; an h5py dataset (read lazily, batch by batch).
+
+Resizing rule (``image_size=S``): the shorter side is scaled to S with
+antialiased bilinear interpolation, then the centre S x S is cropped, as
+torchvision's evaluation transforms do; aspect ratios are kept.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+
+from featurekit.exceptions import InputError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
+
+
+@dataclass
+class Source:
+    """A data set of ``n`` samples that yields raw batches in a given order."""
+
+    n: int
+    sample_shape: tuple[int, ...]
+    modality: str
+    scale: float
+
+    def batches(self, order: np.ndarray, batch_size: int,
+                num_workers: int = 0) -> Iterator[torch.Tensor]:
+        raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        raise NotImplementedError
+
+
+class TensorSource(Source):
+    """Samples held in memory (numpy or torch); batches are gathered by index."""
+
+    def __init__(self, data: torch.Tensor, modality: str, scale: float, raw: Any = None):
+        super().__init__(len(data), tuple(data.shape[1:]), modality, scale)
+        self.data = data
+        self._raw = raw
+
+    def batches(self, order, batch_size, num_workers=0):
+        order_t = torch.as_tensor(order, dtype=torch.long)
+        for start in range(0, len(order_t), batch_size):
+            yield self.data.index_select(0, order_t[start:start + batch_size])
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"{tuple(self.data.shape)}{self.data.dtype}".encode())
+        raw = self._raw if self._raw is not None else self.data
+        if isinstance(raw, torch.Tensor):
+            raw = raw.detach().cpu().numpy()
+        h.update(np.ascontiguousarray(raw).view(np.uint8).data)
+        return h.hexdigest()
+
+
+class LazyArraySource(Source):
+    """An array-like read batch by batch (h5py dataset, memmap): never loaded whole."""
+
+    def __init__(self, data: Any, layout: str, modality: str, scale: float,
+                 sample_shape: tuple[int, ...]):
+        super().__init__(len(data), sample_shape, modality, scale)
+        self.data, self.layout = data, layout
+
+    def batches(self, order, batch_size, num_workers=0):
+        for start in range(0, len(order), batch_size):
+            idx = np.asarray(order[start:start + batch_size])
+            sorted_idx, inverse = np.unique(idx, return_inverse=True)  # h5py needs increasing
+            block = np.asarray(self.data[sorted_idx])[inverse]
+            if block.dtype.kind == "f" and not np.isfinite(block).all():
+                raise InputError(f"X contains NaN or infinity (rows {idx.min()}..{idx.max()}); "
+                                 "clean or impute the data first")
+            yield _to_nchw(torch.from_numpy(np.ascontiguousarray(block)), self.layout)
+
+    def fingerprint(self) -> str:
+        name = getattr(self.data, "name", "")
+        file = getattr(getattr(self.data, "file", None), "filename", "")
+        stat = os.stat(file) if file and os.path.exists(file) else None
+        key = f"{file}:{name}:{self.data.shape}:{stat and (stat.st_size, stat.st_mtime_ns)}"
+        return hashlib.sha256(key.encode()).hexdigest()
+
+
+class _ImageFiles(torch.utils.data.Dataset):
+    """Decodes one image file per item (runs inside DataLoader workers)."""
+
+    def __init__(self, paths: Sequence[str], mode: str, image_size: int | None):
+        self.paths, self.mode, self.image_size = list(paths), mode, image_size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        from PIL import Image
+
+        path = self.paths[i]
+        try:
+            with Image.open(path) as img:
+                arr = np.asarray(img.convert(self.mode), dtype=np.uint8)
+        except Exception as exc:
+            raise InputError(f"cannot read image file {path!r}: {exc}") from None
+        t = torch.from_numpy(arr.copy())
+        t = t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+        if self.image_size is not None:
+            t = resize_shorter_and_crop(t.unsqueeze(0), self.image_size)[0]
+        return t
+
+
+def _collate_same_size(items: list[torch.Tensor]) -> torch.Tensor:
+    shapes = {tuple(t.shape) for t in items}
+    if len(shapes) > 1:
+        raise InputError(f"images have different sizes {sorted(shapes)[:3]}...; "
+                         "pass image_size=<int> to resize them (shorter side, then centre crop)")
+    return torch.stack(items)
+
+
+class FileSource(Source):
+    """Image files decoded in DataLoader workers (spawn/forkserver, never fork)."""
+
+    def __init__(self, paths: Sequence[str], mode: str, image_size: int | None,
+                 sample_shape: tuple[int, ...]):
+        super().__init__(len(paths), sample_shape, "image", 255.0)
+        self.files = _ImageFiles(paths, mode, image_size)
+
+    def batches(self, order, batch_size, num_workers=0):
+        batches = [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+        ctx = None
+        if num_workers > 0:
+            import multiprocessing as mp
+
+            ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        loader = torch.utils.data.DataLoader(
+            self.files, batch_sampler=batches, num_workers=num_workers,
+            multiprocessing_context=ctx, collate_fn=_collate_same_size)
+        yield from loader
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256()
+        for p in self.files.paths:
+            st = os.stat(p)
+            h.update(f"{p}:{st.st_size}:{st.st_mtime_ns};".encode())
+        return h.hexdigest()
+
+
+class DatasetSource(Source):
+    """A torch ``Dataset`` whose items are images (or ``(image, ...)`` tuples)."""
+
+    def __init__(self, dataset: Any, sample_shape: tuple[int, ...], scale: float):
+        super().__init__(len(dataset), sample_shape, "image", scale)
+        self.dataset = dataset
+
+    def batches(self, order, batch_size, num_workers=0):
+        batches = [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
+        loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches,
+                                             num_workers=num_workers,
+                                             collate_fn=_collate_dataset_items)
+        yield from loader
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(f"{type(self.dataset).__qualname__}:{self.n}".encode()).hexdigest()
+
+
+def _item_to_chw(item: Any) -> torch.Tensor:
+    if isinstance(item, (tuple, list)):
+        item = item[0]
+    if hasattr(item, "convert") and hasattr(item, "size"):  # a PIL image
+        item = np.asarray(item)
+        t = torch.from_numpy(item.copy())
+        return t.unsqueeze(0) if t.ndim == 2 else t.permute(2, 0, 1)
+    t = torch.as_tensor(np.asarray(item) if not isinstance(item, torch.Tensor) else item)
+    if t.ndim == 2:
+        return t.unsqueeze(0)
+    if t.ndim == 3 and t.shape[0] not in (1, 3) and t.shape[-1] in (1, 3):
+        return t.permute(2, 0, 1)
+    return t
+
+
+def _collate_dataset_items(items: list[Any]) -> torch.Tensor:
+    return _collate_same_size([_item_to_chw(it) for it in items])
+
+
+# -- helpers -----------------------------------------------------------------
+
+def resize_shorter_and_crop(x: torch.Tensor, size: int) -> torch.Tensor:
+    """Resize a (B, C, H, W) batch so its shorter side is ``size``, then centre-crop."""
+    h, w = x.shape[-2:]
+    if (h, w) == (size, size):
+        return x
+    s = size / min(h, w)
+    nh, nw = max(size, round(h * s)), max(size, round(w * s))
+    dtype = x.dtype
+    y = F.interpolate(x.float(), size=(nh, nw), mode="bilinear", antialias=True,
+                      align_corners=False)
+    top, left = (nh - size) // 2, (nw - size) // 2
+    y = y[..., top:top + size, left:left + size]
+    if dtype == torch.uint8:
+        y = y.round().clamp_(0, 255).to(torch.uint8)
+    return y
+
+
+def _to_nchw(t: torch.Tensor, layout: str) -> torch.Tensor:
+    if layout == "none":
+        return t.unsqueeze(1)
+    if layout == "last":
+        return t.permute(0, 3, 1, 2)
+    return t
+
+
+def _layout(shape: tuple[int, ...], channels: str) -> str:
+    """Where the channel axis of an image array of ``shape`` is."""
+    if len(shape) == 3:
+        return "none"
+    if len(shape) != 4:
+        raise InputError(f"images must be (N, H, W), (N, H, W, C) or (N, C, H, W); got shape "
+                         f"{shape}. For tabular data pass a 2-D array")
+    if channels in ("first", "last"):
+        c = shape[1] if channels == "first" else shape[3]
+        if c not in (1, 3):
+            raise InputError(f"images must have 1 or 3 channels; got {c} on the {channels} axis "
+                             f"of shape {shape} (drop alpha channels; check channels=)")
+        return channels
+    first, last = shape[1] in (1, 3), shape[3] in (1, 3)
+    if first and last:
+        raise InputError(f"cannot tell where the channels are in shape {shape}: both axis 1 and "
+                         "axis 3 could be; pass channels='first' or channels='last'")
+    if not (first or last):
+        raise InputError(f"images must have 1 or 3 channels on axis 1 or 3; got shape {shape}. "
+                         "Drop alpha channels, or pass channels='first'/'last'")
+    return "first" if first else "last"
+
+
+def _scale_of(x: Any, scale: Any) -> float:
+    """The divisor that maps the array's values into [0, 1], checking the range."""
+    dtype = np.dtype(x.dtype) if not isinstance(x, torch.Tensor) else x.dtype
+    if scale == "auto":
+        if dtype in (np.uint8, torch.uint8):
+            return 255.0
+        is_float = (dtype.is_floating_point if isinstance(dtype, torch.dtype)
+                    else dtype.kind == "f")
+        if not is_float:
+            raise InputError(f"images of dtype {dtype} are ambiguous: pass uint8 (0-255), float in "
+                             "[0, 1], or scale=<the maximum value> (e.g. scale=65535 for 16-bit)")
+        scale = 1.0
+    lo, hi = float(x.min()), float(x.max())
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise InputError("X contains NaN or infinity; clean or impute the images first")
+    if lo < 0 or hi > float(scale):
+        raise InputError(f"image values must lie in [0, {scale:g}]; got [{lo:g}, {hi:g}]. Pass "
+                         "uint8 0-255, float in [0, 1], or scale=<the maximum value>")
+    return float(scale)
+
+
+def _check_n(n: int) -> None:
+    if n == 0:
+        raise InputError("X is empty (n_samples=0); fit needs at least 2 samples")
+    if n < 2:
+        raise InputError(f"featurekit needs at least 2 samples; got n_samples={n}")
+
+
+def image_source(X: Any, *, channels: str = "auto", image_size: int | None = None,
+                 scale: Any = "auto", image_shape: tuple[int, ...] | None = None,
+                 min_samples: int = 2) -> Source:
+    """Wrap image input ``X`` in a :class:`Source` (no copy for in-memory arrays)."""
+    if isinstance(X, (str, os.PathLike)):
+        X = list_image_files(X)
+    if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor):
+        return _dataset_source(X, scale, min_samples)
+    if isinstance(X, (list, tuple)):
+        if len(X) and all(isinstance(p, (str, os.PathLike)) for p in X):
+            return _file_source([os.fspath(p) for p in X], image_size, min_samples)
+        return _list_source(X, channels, image_size, scale, min_samples)
+    if not hasattr(X, "shape"):
+        X = np.asarray(X)
+    if image_shape is not None and len(X.shape) == 2:
+        X = X.reshape((X.shape[0], *image_shape))
+    if min_samples:
+        _check_n(X.shape[0])
+    layout = _layout(tuple(X.shape), channels)
+    if not isinstance(X, (np.ndarray, torch.Tensor)):  # h5py, zarr, memmap-like: stay lazy
+        probe = np.asarray(X[: min(len(X), 256)])
+        s = _scale_of(probe, scale)
+        sample = _to_nchw(torch.from_numpy(probe[:1]), layout).shape[1:]
+        src = LazyArraySource(X, layout, "image", s, tuple(sample))
+        if image_size is not None:
+            raise InputError("image_size= resizing of lazily read arrays is not supported; "
+                             "the images of an array already share one size")
+        return src
+    s = _scale_of(X, scale)
+    t = torch.from_numpy(X) if isinstance(X, np.ndarray) else X.detach().cpu()
+    if t.dtype not in (torch.uint8, torch.float32):
+        t = t.to(torch.float32)
+    t = _to_nchw(t, layout)
+    if image_size is not None:
+        t = resize_shorter_and_crop(t, image_size)
+    return TensorSource(t, "image", s, raw=X)
+
+
+def _list_source(X, channels, image_size, scale, min_samples) -> Source:
+    if min_samples:
+        _check_n(len(X))
+    arrays = [np.asarray(a) for a in X]
+    shapes = {a.shape for a in arrays}
+    if len(shapes) > 1 and image_size is None:
+        raise InputError(f"images have different sizes ({len(shapes)} distinct shapes, e.g. "
+                         f"{sorted(shapes)[:2]}); pass image_size=<int> to resize them "
+                         "(shorter side, then centre crop)")
+    if len(shapes) == 1:
+        return image_source(np.stack(arrays), channels=channels, image_size=image_size,
+                            scale=scale, min_samples=min_samples)
+    tensors = []
+    s = max(_scale_of(a, scale) for a in arrays)
+    for a in arrays:
+        t = _to_nchw(torch.from_numpy(np.ascontiguousarray(a))[None], _layout((1, *a.shape), channels))
+        tensors.append(resize_shorter_and_crop(t.float() / s, image_size))
+    n_channels = {t.shape[1] for t in tensors}
+    if len(n_channels) > 1:
+        raise InputError(f"images mix channel counts {sorted(n_channels)}; convert them all to "
+                         "grey or all to RGB")
+    return TensorSource(torch.cat(tensors), "image", 1.0)
+
+
+def _file_source(paths: list[str], image_size, min_samples) -> Source:
+    from PIL import Image
+
+    if min_samples:
+        _check_n(len(paths))
+    try:
+        with Image.open(paths[0]) as img:
+            mode = "L" if img.mode in ("1", "L", "I;16", "I", "F", "LA") else "RGB"
+            w, h = img.size
+    except Exception as exc:
+        raise InputError(f"cannot read image file {paths[0]!r}: {exc}") from None
+    c = 1 if mode == "L" else 3
+    shape = (c, image_size, image_size) if image_size else (c, h, w)
+    return FileSource(paths, mode, image_size, shape)
+
+
+def _dataset_source(ds, scale, min_samples) -> Source:
+    if min_samples:
+        _check_n(len(ds))
+    first = _item_to_chw(ds[0])
+    s = _scale_of(first, scale) if scale != "auto" or first.dtype != torch.uint8 else 255.0
+    return DatasetSource(ds, tuple(first.shape), s)
+
+
+def list_image_files(folder: str | os.PathLike) -> list[str]:
+    """Image files under ``folder`` (recursive, sorted), or an error naming the folder."""
+    folder = os.fspath(folder)
+    if not os.path.isdir(folder):
+        raise InputError(f"{folder!r} is not a folder of images")
+    paths = sorted(
+        os.path.join(root, f) for root, _, files in os.walk(folder) for f in files
+        if f.lower().endswith(IMAGE_SUFFIXES)
+    )
+    if not paths:
+        raise InputError(f"no image files ({', '.join(IMAGE_SUFFIXES)}) found under {folder!r}")
+    return paths
+
+
+def tabular_source(X: np.ndarray) -> Source:
+    """Wrap a validated float32 (n, F) array."""
+    t = torch.from_numpy(np.ascontiguousarray(X, dtype=np.float32))
+    return TensorSource(t, "tabular", 1.0, raw=X)
+
+
+def is_tabular(X: Any, image_shape: Any) -> bool:
+    """2-D array-likes are tabular unless ``image_shape`` says they are flattened images."""
+    if image_shape is not None or isinstance(X, (list, tuple, str, os.PathLike)):
+        if isinstance(X, (list, tuple)) and X and not isinstance(X[0], (str, os.PathLike)):
+            return np.ndim(X[0]) == 1 and image_shape is None
+        return False
+    if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor):
+        return False
+    shape = getattr(X, "shape", None)
+    if shape is None:
+        shape = np.asarray(X).shape
+    return len(shape) == 2
