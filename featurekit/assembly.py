@@ -84,7 +84,12 @@ def make_backbone(config: dict, backbone: Any,
         raise ParameterError(f"backbone {backbone!r} returned {type(module).__name__}, "
                              "not a torch.nn.Module")
     if state is not None:
-        missing, unexpected = module.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = module.load_state_dict(state, strict=False)
+        except RuntimeError as exc:  # shape mismatches raise even with strict=False
+            raise InputError(f"weights do not fit backbone {backbone!r} ({str(exc).splitlines()[-1].strip()}); "
+                             "check backbone= and backbone_kwargs= against the weights' "
+                             "architecture") from None
         unexpected = [k for k in unexpected if not k.startswith(HEAD_PREFIXES)]
         if missing or unexpected:
             raise InputError(f"weights do not fit backbone {backbone!r}: missing keys "

@@ -129,22 +129,29 @@ class Registry:
         if name in table:
             first = table[name].source
             self.conflicts.setdefault(f"{kind}:{name}", [first]).append(info.source)
-            raise DuplicateNameError(
+            # Recorded rather than raised, so the plugin's other names still register.
+            error = DuplicateNameError(
                 f"{kind} name {name!r} is registered by both {first} and {info.source}; "
-                f"uninstall one of the two packages (pip uninstall {info.source.distribution})"
-            )
+                f"uninstall one of the two packages (pip uninstall {info.source.distribution})")
+            self.failures.append(Failure(info.source.plugin, info.source.distribution,
+                                         f"{type(error).__name__}: {error}"))
+            return
         table[name] = info
+
+    def _check_conflict(self, kind: str, name: str) -> None:
+        if f"{kind}:{name}" in self.conflicts:
+            both = " and ".join(str(s) for s in self.conflicts[f"{kind}:{name}"])
+            raise DuplicateNameError(f"{kind} {name!r} is registered by {both}; uninstall one")
 
     def method(self, name: str) -> MethodInfo:
         key = name.lower()
-        if f"method:{key}" in self.conflicts:
-            both = " and ".join(str(s) for s in self.conflicts[f"method:{key}"])
-            raise DuplicateNameError(f"method {key!r} is registered by {both}; uninstall one")
+        self._check_conflict("method", key)
         if key not in self.methods:
             raise UnknownNameError(_unknown("method", name, self.methods))
         return self.methods[key]
 
     def backbone(self, name: str) -> BackboneInfo:
+        self._check_conflict("backbone", name)
         if name not in self.backbones:
             raise UnknownNameError(_unknown("backbone", name, self.backbones))
         return self.backbones[name]
@@ -185,7 +192,7 @@ def _load_entry_points(pm: pluggy.PluginManager, failures: list[Failure]) -> dic
 def _call_each(host: Registry, hook_name: str, sources: dict[str, Source], **kwargs) -> None:
     """Call every implementation of ``hook_name`` on its own, recording failures."""
     hook = getattr(host.plugin_manager.hook, hook_name)
-    for impl in reversed(hook.get_hookimpls()):  # registration order
+    for impl in hook.get_hookimpls():  # oldest registration first
         source = sources.get(impl.plugin_name, Source(impl.plugin_name, "", impl.plugin_name))
         host._current = source
         try:

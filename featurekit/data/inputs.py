@@ -146,7 +146,8 @@ class FileSource(Source):
             ctx = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
         loader = torch.utils.data.DataLoader(
             self.files, batch_sampler=batches, num_workers=num_workers,
-            multiprocessing_context=ctx, collate_fn=_collate_same_size)
+            multiprocessing_context=ctx, collate_fn=_collate_same_size,
+            generator=torch.Generator())  # never draw worker seeds from the global RNG
         yield from loader
 
     def fingerprint(self) -> str:
@@ -168,7 +169,8 @@ class DatasetSource(Source):
         batches = [list(order[i:i + batch_size]) for i in range(0, len(order), batch_size)]
         loader = torch.utils.data.DataLoader(self.dataset, batch_sampler=batches,
                                              num_workers=num_workers,
-                                             collate_fn=_collate_dataset_items)
+                                             collate_fn=_collate_dataset_items,
+                                             generator=torch.Generator())
         yield from loader
 
     def fingerprint(self) -> str:
@@ -301,6 +303,8 @@ def image_source(X: Any, *, channels: str = "auto", image_size: int | None = Non
                              "the images of an array already share one size")
         return src
     s = _scale_of(X, scale)
+    if isinstance(X, np.ndarray) and any(stride < 0 for stride in X.strides):
+        X = np.ascontiguousarray(X)  # torch cannot view negative strides (flipped arrays)
     t = torch.from_numpy(X) if isinstance(X, np.ndarray) else X.detach().cpu()
     if t.dtype not in (torch.uint8, torch.float32):
         t = t.to(torch.float32)
@@ -323,10 +327,9 @@ def _list_source(X, channels, image_size, scale, min_samples) -> Source:
         return image_source(np.stack(arrays), channels=channels, image_size=image_size,
                             scale=scale, min_samples=min_samples)
     tensors = []
-    s = max(_scale_of(a, scale) for a in arrays)
     for a in arrays:
         t = _to_nchw(torch.from_numpy(np.ascontiguousarray(a))[None], _layout((1, *a.shape), channels))
-        tensors.append(resize_shorter_and_crop(t.float() / s, image_size))
+        tensors.append(resize_shorter_and_crop(t.float() / _scale_of(a, scale), image_size))
     n_channels = {t.shape[1] for t in tensors}
     if len(n_channels) > 1:
         raise InputError(f"images mix channel counts {sorted(n_channels)}; convert them all to "
