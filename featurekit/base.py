@@ -82,6 +82,28 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     Subclasses set the class attributes and implement the hooks described in
     :mod:`featurekit.method`, and list all their hyperparameters plus
     :data:`COMMON_PARAMS` in ``__init__`` (``store_params(self, locals())``).
+
+    Attributes
+    ----------
+    modules_ : nn.ModuleDict
+        Everything ``build`` made, trained; ``backbone_`` is ``modules_["backbone"]``.
+    feature_parts_ : dict of str to slice
+        Each part's columns in the output of ``transform`` with ``part=None``.
+    history_ : dict of str to list of float
+        Per-epoch means of the losses (``loss``, or ``loss_<optimizer>``), the
+        learning rate, the epoch time and, with ``eval_set``, ``eval_knn_accuracy``.
+    n_epochs_ : int
+        Epochs trained (fewer than ``max_epochs`` after early stopping).
+    optimizer_params_ : dict
+        The resolved optimizer, learning rate, weight decay and schedule per optimizer.
+    input_spec_ : featurekit.preprocess.InputSpec
+        The input's modality, shape, scale, working size and normalization.
+    backbone_config_ : dict
+        How the backbone was built (name, kwargs, channels, stem, feature size).
+    n_features_in_ : int
+        Number of input columns (tabular input, or images given with ``image_shape``).
+    mean_, scale_ : ndarray of shape (n_features_in_,)
+        Standardization of tabular input.
     """
 
     name: str = ""
@@ -212,9 +234,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         parts = self._selected_parts()
         names = []
         for part in parts:
-            start, stop = self.feature_parts_[part]
+            columns = self.feature_parts_[part]
             prefix = self.name if len(self.feature_parts_) == 1 else f"{self.name}_{part}"
-            names += [f"{prefix}{i}" for i in range(stop - start)]
+            names += [f"{prefix}{i}" for i in range(columns.stop - columns.start)]
         return np.asarray(names, dtype=object)
 
     def save(self, path: str) -> None:
@@ -387,7 +409,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         outputs = self.outputs(spec)
         self.feature_parts_, start = {}, 0
         for part, dim in outputs.items():
-            self.feature_parts_[part] = (start, start + int(dim))
+            self.feature_parts_[part] = slice(start, start + int(dim))
             start += int(dim)
         return modules
 
@@ -419,7 +441,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _features(self, source: inputs.Source, parts: list[str],
                   modules: nn.ModuleDict | None = None) -> np.ndarray:
         """The selected parts of ``embed``, concatenated, for every sample of ``source``."""
-        width = sum(self.feature_parts_[p][1] - self.feature_parts_[p][0] for p in parts)
+        width = sum(self.feature_parts_[p].stop - self.feature_parts_[p].start for p in parts)
 
         def fn(mods: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
             emb = self.embed(mods, x)

@@ -23,7 +23,7 @@ from featurekit.preprocess import InputSpec
 
 FORMAT = "featurekit-model"
 FORMAT_VERSION = 1
-_SKIP = ("modules_", "backbone_")
+_SKIP = ("modules_", "backbone_", "feature_parts_")  # rebuilt with the modules
 
 
 def _encode(value: Any) -> Any:
@@ -83,7 +83,6 @@ def save(estimator: Any, path: str | os.PathLike) -> None:
     info = get_registry().methods.get(estimator.name)
     fitted = {k: _encode(v) for k, v in vars(estimator).items()
               if k.endswith("_") and not k.startswith("_") and k not in _SKIP}
-    fitted["feature_parts_"] = {k: list(v) for k, v in estimator.feature_parts_.items()}
     payload = {
         "format": FORMAT, "format_version": FORMAT_VERSION,
         "method": estimator.name,
@@ -116,6 +115,5 @@ def load(path: str | os.PathLike):
     estimator = cls(**json.loads(payload["params"]))
     for key, value in payload["fitted"].items():
         setattr(estimator, key, _decode(value))
-    estimator.feature_parts_ = {k: tuple(v) for k, v in estimator.feature_parts_.items()}
     estimator._restore_modules(payload["modules"])
     return estimator

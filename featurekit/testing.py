@@ -143,7 +143,7 @@ def _check_fit_transform(est: FeatureExtractor, modality: str) -> None:
     new = [k for k in set(vars(model)) - before if not k.endswith("_") and not k.startswith("_")]
     assert not new, f"fit set public attributes {new} whose names do not end in '_'"
     Z = model.transform(X)
-    width = sum(b - a for a, b in model.feature_parts_.values())
+    width = sum(s.stop - s.start for s in model.feature_parts_.values())
     assert isinstance(Z, np.ndarray) and Z.dtype == np.float32, "transform must return float32 ndarray"
     assert Z.shape == (len(X), width), f"transform returned {Z.shape}; expected {(len(X), width)}"
     assert np.isfinite(Z).all(), "transform returned NaN or inf"
@@ -194,6 +194,15 @@ def check_y_usage(est: FeatureExtractor) -> None:
             assert "y" in str(exc), f"the error for a missing y should mention y: {exc}"
         else:
             raise AssertionError("y_usage='target', but fit(X) without y did not raise ValueError")
+    else:
+        try:
+            tiny(est, modality).fit(X, y)
+        except ValueError as exc:
+            named = [m for m in est.metadata_args if m in str(exc)]
+            assert named, f"the error for missing metadata should name {est.metadata_args}: {exc}"
+        else:
+            raise AssertionError(f"y_usage='metadata', but fit(X, y) without {est.metadata_args} "
+                                 "did not raise ValueError")
 
 
 def check_pickle_roundtrip(est: FeatureExtractor) -> None:

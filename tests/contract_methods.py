@@ -160,5 +160,26 @@ class ToyGAN(_Common):
 class ContractPlugin:
     @hookimpl
     def featurekit_register_methods(self, registry):
-        for cls in (ToyBYOL, ToyMoCo, ToyGAN):
+        for cls in (ToyBYOL, ToyMoCo, ToyGAN, ToyGroups):
             registry.add_method(cls)
+
+
+class ToyGroups(_Common):
+    """Weak supervision by a metadata argument: features that separate ``groups``."""
+
+    name, family = "toy_groups", "disentangling"
+    y_usage, metadata_args = "metadata", ("groups",)
+
+    def fit(self, X, y=None, *, groups=None):
+        return self._fit(X, y, {"groups": groups})
+
+    def build(self, spec):
+        return nn.ModuleDict({"backbone": spec.make_backbone(),
+                              "head": nn.Linear(spec.backbone_dim, len(spec.metadata["groups"]))})
+
+    def optimizers(self, modules):
+        return {"model": OptimizerSpec(modules.parameters(), "adamw", lr=1e-3)}
+
+    def training_step(self, m, batch, ctx):
+        logits = m["head"](m["backbone"](batch.x))
+        ctx.optimize("model", F.cross_entropy(logits, batch.metadata["groups"]))

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from torchvision.models import WeightsEnum
 
 import featurekit.backbones as backbones
 from featurekit.backbones import vit
@@ -29,24 +28,6 @@ def _make_registry() -> Registry:
 REGISTRY = _make_registry()
 NAMES = sorted(REGISTRY.backbones)
 IMAGE_NAMES = [n for n in NAMES if REGISTRY.backbones[n].modality == "image"]
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Batches of two tiny images gain nothing from intra-op threads, and on a
-    # busy 2-core machine OpenMP's spinning made each forward pass ~10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to download torchvision weights")
-
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", refuse)
 
 
 def _build(info: BackboneInfo, *, in_channels: int = 3, input_size: int = 32,

