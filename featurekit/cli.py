@@ -382,12 +382,15 @@ def evaluate(model: str, data: str, test_size: float, random_state: int,
 
 
 @cli.command()
-@click.option("--quick", is_flag=True, help="A smaller, faster run (a minute on a laptop CPU).")
-def demo(quick: bool) -> None:
-    """Fit methods on the embedded digits and compare their features with raw pixels."""
+@click.option("--quick", is_flag=True, help="A tiny run (600 images, 1 epoch) to check the set-up.")
+@click.option("-o", "--output-dir", default="featurekit-demo", show_default=True,
+              type=click.Path(file_okay=False), help="Where the model, features and plot go.")
+def demo(quick: bool, output_dir: str) -> None:
+    """Fit SimCLR on the shipped MNIST digits, extract, index and search the features,
+    and compare their accuracy with raw pixels and the untrained backbone."""
     from featurekit.demo import main as run_demo
 
-    run_demo(quick=quick)
+    run_demo(quick=quick, output_dir=output_dir, echo=click.echo)
 
 
 # -- plugin commands and the entry point -----------------------------------------------

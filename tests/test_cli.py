@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -280,10 +282,14 @@ def test_broken_or_hijacking_command_plugins_are_contained(runner, plugins):
     assert "Fit METHOD on DATA" in invoke(runner, group, ["fit", "--help"]).output
 
 
-def test_demo_runs_quick(runner, cli, monkeypatch):
-    demo = pytest.importorskip("featurekit.demo")
-    calls = []
-    monkeypatch.setattr(demo, "main", lambda quick=False: calls.append(quick))
-    result = invoke(runner, cli, ["demo", "--quick"])
+def test_demo_quick_fits_extracts_searches_and_reports(runner, cli, tmp_path):
+    result = invoke(runner, cli, ["demo", "--quick", "-o", str(tmp_path / "demo")])
     assert result.exit_code == 0, result.output
-    assert calls == [True]
+    for row in ("raw pixels", "untrained small_cnn", "SimCLR small_cnn", "precision@10"):
+        assert row in result.output
+    assert {p.name for p in (tmp_path / "demo").iterdir()} == {
+        "simclr.pt", "features.h5", "loss.png", "results.json"}
+    results = json.loads((tmp_path / "demo" / "results.json").read_text())
+    assert {r["features"] for r in results["table"]} == {
+        "raw pixels", "untrained small_cnn", "SimCLR small_cnn"}
+    assert all(0.1 < r["linear_probe"] <= 1 for r in results["table"])

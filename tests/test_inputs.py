@@ -239,6 +239,15 @@ def test_files_and_folder_decode_to_the_array(mnist_pngs, fitted_on_mnist, mnist
         np.testing.assert_array_equal(fitted_on_mnist.transform(X), mnist_features)
 
 
+def test_files_decode_in_worker_processes(mnist_pngs, fitted_on_mnist, mnist_features):
+    # Workers start with forkserver/spawn (never fork), so each opens the files itself.
+    est = fitted_on_mnist.set_params(num_workers=2)
+    try:
+        np.testing.assert_array_equal(est.transform(mnist_pngs), mnist_features)
+    finally:
+        est.set_params(num_workers=0)
+
+
 def test_fit_on_files_and_folder(mnist_pngs):
     paths = sorted(mnist_pngs.glob("*.png"))
     for X in (paths, mnist_pngs):
