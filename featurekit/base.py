@@ -207,6 +207,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                 history = {}
             if continuing:
                 history = {k: self.history_.get(k, []) + v for k, v in history.items()}
+        modules.eval()
         self.history_ = history
         self.n_epochs_ = len(history.get("epoch_time", []))
         self.backbone_ = modules["backbone"]
@@ -445,6 +446,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
         def fn(mods: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
             emb = self.embed(mods, x)
+            if len(parts) == 1:
+                return emb[parts[0]]
             return torch.cat([emb[p].float() for p in parts], dim=1)
 
         return self._apply_batches(source, fn, width, modules)
@@ -461,17 +464,13 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         prep = Preprocessor(self.input_spec_, device, channels_last)
         out = np.empty((source.n, width), dtype=np.float32)
         dtype = self._autocast(device)
-        was_training = modules.training
-        modules.eval()
+        modules.eval()  # the trainer switches back to train mode itself
         bs = self.inference_batch_size
-        try:
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                  enabled=dtype is not None):
-                for i, raw in enumerate(source.batches(np.arange(source.n), bs, self.num_workers)):
-                    block = fn(modules, prep(raw)).float()
-                    out[i * bs:i * bs + len(block)] = block.cpu().numpy()
-        finally:
-            modules.train(was_training)
+        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                              enabled=dtype is not None):
+            for i, raw in enumerate(source.batches(np.arange(source.n), bs, self.num_workers)):
+                block = fn(modules, prep(raw)).float()
+                out[i * bs:i * bs + len(block)] = block.cpu().numpy()
         return out
 
     def _eval_set_scorer(self, modules: nn.ModuleDict, device: torch.device):

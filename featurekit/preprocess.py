@@ -47,8 +47,11 @@ class Preprocessor:
         """Raw batch -> float on the device: images in [0, 1] at the working size."""
         x = raw.to(self.device, non_blocking=True)
         if self.spec.modality != "image":
-            return (x.float() - self.mean) / self.std
-        x = x.float() / self.spec.scale if self.spec.scale != 1.0 else x.float()
+            return (x.float() - self.mean).div_(self.std)
+        if x.dtype != torch.float32:
+            x = x.float().div_(self.spec.scale)  # a fresh tensor: scale it in place
+        elif self.spec.scale != 1.0:
+            x = x / self.spec.scale  # never modify the caller's float data
         c, h, w = self.spec.working_shape
         if x.shape[1] != c:
             x = x.expand(-1, c, -1, -1)
@@ -60,7 +63,7 @@ class Preprocessor:
         """Augmented or clean base batch -> the backbone's input."""
         if self.spec.modality != "image":
             return x
-        x = (x - self.mean) / self.std
+        x = (x - self.mean).div_(self.std)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -161,3 +161,15 @@ def test_save_never_leaves_a_half_written_file(tmp_path, monkeypatch):
         est.save(tmp_path / "m.pt")
     assert (tmp_path / "m.pt").read_bytes() == before
     assert [p.name for p in tmp_path.iterdir()] == ["m.pt"]
+
+
+def test_fitted_modules_are_left_in_eval_mode():
+    # A frozen Pretrained backbone must not update batch-norm statistics when the
+    # user runs est.backbone_ on their own tensors after fit.
+    X, _ = load_digits(return_X_y=True)
+    for name in ("pretrained", "simclr"):
+        est = featurekit.create(name, backbone="mlp", max_epochs=1, random_state=0,
+                                verbose=0).fit(X[:64])
+        assert not est.modules_.training and not est.backbone_.training
+        est.transform(X[:8])
+        assert not est.backbone_.training
