@@ -42,3 +42,10 @@ def test_methods_md_example_passes_the_conformance_kit(tmp_path, monkeypatch):
 @pytest.mark.parametrize("hook", [n for n in dir(hookspecs) if n.startswith("featurekit_")])
 def test_every_hook_has_a_section_in_plugins_md(hook):
     assert f"### {hook}\n" in (DOCS / "plugins.md").read_text()
+
+
+def test_readme_example_runs(capsys):
+    readme = (DOCS.parent / "README.md").read_text()
+    example = re.findall(r"```python\n(.*?)```", readme, flags=re.S)[0]
+    exec(compile(example, "README.md", "exec"), {"__name__": "readme"})
+    assert 0.5 < float(capsys.readouterr().out.strip()) <= 1.0
