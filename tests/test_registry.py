@@ -46,7 +46,7 @@ def test_list_methods_has_the_builtins_with_their_package():
         assert rows[name]["family"] == family
         assert rows[name]["distribution"] == "featurekit"
         assert rows[name]["version"] == importlib.metadata.version("featurekit")
-    assert [r["name"] for r in featurekit.list_methods("sim*")] == ["simclr"]
+    assert [r["name"] for r in featurekit.list_methods("sim*")] == ["simclr", "simsiam"]
 
 
 def test_list_backbones_wildcard_and_pretrained_filter():

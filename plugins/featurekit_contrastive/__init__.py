@@ -1,13 +1,17 @@
-"""Built-in contrastive methods (SimCLR; MoCo v2, SimSiam and BYOL follow)."""
+"""Built-in contrastive and Siamese methods: SimCLR, MoCo v2, SimSiam and BYOL."""
 
 from __future__ import annotations
 
 from featurekit.hookspecs import hookimpl
+from featurekit_contrastive.byol import BYOL
+from featurekit_contrastive.moco import MoCoV2
 from featurekit_contrastive.simclr import SimCLR
+from featurekit_contrastive.simsiam import SimSiam
 
-__all__ = ["SimCLR"]
+__all__ = ["BYOL", "MoCoV2", "SimCLR", "SimSiam"]
 
 
 @hookimpl
 def featurekit_register_methods(registry) -> None:
-    registry.add_method(SimCLR)
+    for cls in (SimCLR, MoCoV2, SimSiam, BYOL):
+        registry.add_method(cls)

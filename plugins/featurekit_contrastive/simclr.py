@@ -10,13 +10,8 @@ from torch import nn
 from featurekit.base import FeatureExtractor, store_params
 from featurekit.data.augment import FeatureCorruption, image_recipe
 from featurekit.method import OptimizerSpec
+from featurekit_contrastive.heads import projection_head
 from featurekit_contrastive.losses import nt_xent
-
-
-def projection_head(in_dim: int, hidden_dim: int, out_dim: int) -> nn.Sequential:
-    """SimCLR's 2-layer MLP head g(.): Linear-BN-ReLU-Linear."""
-    return nn.Sequential(nn.Linear(in_dim, hidden_dim), nn.BatchNorm1d(hidden_dim),
-                         nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim))
 
 
 class SimCLR(FeatureExtractor):
