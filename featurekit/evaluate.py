@@ -30,6 +30,7 @@ from featurekit.exceptions import InputError
 
 __all__ = [
     "evaluate",
+    "clustering_scores",
     "evaluate_features",
     "format_table",
     "knn_accuracy",
@@ -39,6 +40,8 @@ __all__ = [
 
 # Columns that hold accuracies in [0, 1]; `format_table` prints them as percentages.
 _ACCURACY_COLUMNS = frozenset({"knn", "knn_loo", "linear_probe", "accuracy"})
+# Scores in [-1, 1] (clustering agreement); printed with three decimals.
+_SCORE_COLUMNS = frozenset({"nmi", "ari"})
 
 
 def knn_accuracy(
@@ -227,6 +230,58 @@ def linear_probe_accuracy(
     return float(probe.score(test, test_labels))
 
 
+def clustering_scores(
+    features: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_clusters: int | None = None,
+    random_state: int = 0,
+) -> dict[str, float]:
+    """How well k-means on the features recovers the labels: NMI and ARI.
+
+    Features are L2-normalized first (the cosine geometry the kNN read-out
+    uses), then clustered by k-means with ``n_clusters`` (default: the number
+    of distinct labels) and 10 initializations; the clusters are compared with
+    the labels by normalized mutual information and the adjusted Rand index.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Features to cluster.
+    labels : array-like of shape (n_samples,)
+        The true classes.
+    n_clusters : int or None, default=None
+        Number of clusters; None uses the number of distinct labels.
+    random_state : int, default=0
+        Seed of k-means.
+
+    Returns
+    -------
+    dict
+        ``{"nmi": float, "ari": float}``; both 1.0 for a perfect clustering,
+        NMI about 0 and ARI about 0 for a random one.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
+    >>> clustering_scores(x, [0, 0, 1, 1])
+    {'nmi': 1.0, 'ari': 1.0}
+    """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    x = _as_numpy_features(features, "features")
+    labels = _as_labels(labels, len(x), "labels", "features")
+    k = len(np.unique(labels)) if n_clusters is None else int(n_clusters)
+    if not 1 <= k <= len(x):
+        raise InputError(f"n_clusters must be between 1 and n_samples={len(x)}; got {k}")
+    x = x / np.linalg.norm(x, axis=1, keepdims=True).clip(1e-12)
+    clusters = KMeans(n_clusters=k, n_init=10, random_state=random_state).fit_predict(x)
+    return {"nmi": float(normalized_mutual_info_score(labels, clusters)),
+            "ari": float(adjusted_rand_score(labels, clusters))}
+
+
 def evaluate_features(
     train_features: ArrayLike,
     train_labels: ArrayLike,
@@ -238,7 +293,8 @@ def evaluate_features(
     C: float = 1.0,
     max_iter: int = 2000,
 ) -> dict[str, Any]:
-    """Both read-outs of one pair of feature matrices.
+    """The three read-outs of one pair of feature matrices: kNN, linear probe, and
+    the clustering of the test features (:func:`clustering_scores`).
 
     Parameters
     ----------
@@ -258,14 +314,15 @@ def evaluate_features(
     Returns
     -------
     dict
-        ``{"knn": float, "linear_probe": float, "n_features": int}``.
+        ``{"knn": float, "linear_probe": float, "nmi": float, "ari": float,
+        "n_features": int}``.
 
     Examples
     --------
     >>> import numpy as np
     >>> x = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0], [0.1, 0.9]])
     >>> evaluate_features(x, [0, 0, 1, 1], x, [0, 0, 1, 1], k=1)
-    {'knn': 1.0, 'linear_probe': 1.0, 'n_features': 2}
+    {'knn': 1.0, 'linear_probe': 1.0, 'nmi': 1.0, 'ari': 1.0, 'n_features': 2}
     """
     train = _as_numpy_features(train_features, "train_features")
     test = _as_numpy_features(test_features, "test_features")
@@ -274,6 +331,7 @@ def evaluate_features(
         "linear_probe": linear_probe_accuracy(
             train, train_labels, test, test_labels, C=C, max_iter=max_iter
         ),
+        **clustering_scores(test, test_labels),
         "n_features": int(train.shape[1]),
     }
 
@@ -305,7 +363,8 @@ def evaluate(
     -------
     list of dict
         One row per extractor, in the mapping's order:
-        ``{"features": name, "n_features": d, "knn": acc, "linear_probe": acc}``.
+        ``{"features": name, "n_features": d, "knn": acc, "linear_probe": acc,
+        "nmi": score, "ari": score}``.
 
     See Also
     --------
@@ -339,6 +398,8 @@ def evaluate(
                 "n_features": scores["n_features"],
                 "knn": scores["knn"],
                 "linear_probe": scores["linear_probe"],
+                "nmi": scores["nmi"],
+                "ari": scores["ari"],
             }
         )
     return rows
@@ -502,6 +563,8 @@ def _format_cell(column: str, value: Any) -> str:
     is_accuracy = column in _ACCURACY_COLUMNS or column.endswith("_accuracy")
     if is_accuracy and _is_number(value) and math.isfinite(value):
         return f"{100 * value:.1f}%"
+    if column in _SCORE_COLUMNS and _is_number(value) and math.isfinite(value):
+        return f"{value:.3f}"
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral):
         return f"{value:.4g}"
     return _escape(str(value))

@@ -10,6 +10,7 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
 from featurekit.evaluate import (
+    clustering_scores,
     evaluate,
     evaluate_features,
     format_table,
@@ -155,7 +156,7 @@ def test_linear_probe_on_digits(digits):
 def test_evaluate_features_keys():
     x, y = two_blobs()
     result = evaluate_features(x, y, x, y, k=10)
-    assert result == {"knn": 1.0, "linear_probe": 1.0, "n_features": 2}
+    assert result == {"knn": 1.0, "linear_probe": 1.0, "nmi": 1.0, "ari": 1.0, "n_features": 2}
 
 
 def test_evaluate_raw_and_pca(digits):
@@ -167,7 +168,7 @@ def test_evaluate_raw_and_pca(digits):
     rows = evaluate({"raw": "raw", "pca16": pca}, images_train, y_train, images_test, y_test)
     assert [row["features"] for row in rows] == ["raw", "pca16"]
     assert [row["n_features"] for row in rows] == [64, 16]
-    assert list(rows[0]) == ["features", "n_features", "knn", "linear_probe"]
+    assert list(rows[0]) == ["features", "n_features", "knn", "linear_probe", "nmi", "ari"]
     assert rows[0]["knn"] == knn_accuracy(X_train, y_train, X_test, y_test)
     assert rows[0]["linear_probe"] > 0.9
     assert all(0.8 < row[metric] <= 1 for row in rows for metric in ("knn", "linear_probe"))
@@ -228,3 +229,25 @@ def test_input_errors(random_split):
         linear_probe_accuracy(train, train_labels, test, test_labels[:2])
     with pytest.raises(ValueError, match="empty"):
         evaluate_features(train[:0], train_labels[:0], test, test_labels)
+
+
+def test_clustering_scores_match_sklearn_on_separated_and_random_labels():
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
+
+    X, y = load_digits(return_X_y=True)
+    got = clustering_scores(X, y, random_state=0)
+    unit = X / np.linalg.norm(X, axis=1, keepdims=True)
+    clusters = KMeans(n_clusters=10, n_init=10, random_state=0).fit_predict(unit)
+    assert got == {"nmi": pytest.approx(normalized_mutual_info_score(y, clusters)),
+                   "ari": pytest.approx(adjusted_rand_score(y, clusters))}
+    assert got["nmi"] > 0.6  # digits cluster well
+    shuffled = clustering_scores(X, np.random.default_rng(0).permutation(y))
+    assert abs(shuffled["ari"]) < 0.05 and shuffled["nmi"] < 0.05
+    with pytest.raises(ValueError, match="n_clusters"):
+        clustering_scores(X[:5], y[:5], n_clusters=6)
+
+
+def test_format_table_prints_clustering_scores_with_three_decimals():
+    table = format_table([{"features": "a", "nmi": 0.5321, "ari": 0.38934}])
+    assert "0.532" in table and "0.389" in table and "0.3893" not in table
