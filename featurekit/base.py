@@ -168,8 +168,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             torch.manual_seed(seed)
             source, weights_state = self._fit_inputs(X)
             self.n_samples_fit_ = source.n
-            targets = self._fit_targets(y, source.n)
-            codes = self._fit_metadata(metadata, source.n)
+            targets = self._fit_targets(y, source.n, device)
+            codes = self._fit_metadata(metadata, source.n, device)
             continuing = self.warm_start and hasattr(self, "modules_")
             spec = self._build_spec(weights_state)
             modules = self.modules_ if continuing else self._build_modules(spec)
@@ -340,7 +340,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                              "pass images like those given to fit, or set image_size=")
         return source
 
-    def _fit_targets(self, y: Any, n: int) -> torch.Tensor | None:
+    def _fit_targets(self, y: Any, n: int, device: torch.device) -> torch.Tensor | None:
         if self.y_usage != "target":
             return None
         from sklearn.utils.multiclass import check_classification_targets
@@ -358,11 +358,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             raise InputError(f"{type(self).__name__} needs at least 2 classes in y; got 1 class "
                              f"({classes[0]!r})")
         self.classes_ = classes
-        return torch.as_tensor(codes, dtype=torch.long, device=assembly.resolve_device(self.device))
+        return torch.as_tensor(codes, dtype=torch.long, device=device)
 
-    def _fit_metadata(self, metadata: dict[str, Any], n: int) -> dict[str, torch.Tensor]:
+    def _fit_metadata(self, metadata: dict[str, Any], n: int,
+                      device: torch.device) -> dict[str, torch.Tensor]:
         codes, self.metadata_values_ = {}, {}
-        device = assembly.resolve_device(self.device)
         for name in self.metadata_args:
             values = metadata.get(name)
             if values is None:

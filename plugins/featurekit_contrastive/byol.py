@@ -25,6 +25,7 @@ from featurekit.method import OptimizerSpec
 from featurekit_contrastive.heads import projection_head
 from featurekit_contrastive.losses import byol_loss
 from featurekit_contrastive.moco import momentum_update
+from featurekit_contrastive.views import use_blur
 
 
 def target_momentum(base_momentum: float, progress: float) -> float:
@@ -157,7 +158,7 @@ class BYOL(FeatureExtractor):
         if spec.modality == "tabular":
             return [FeatureCorruption(self.corruption_rate)] * 2
         size = spec.input_shape[-1]
-        blur = size > 32 if self.blur == "auto" else self.blur
+        blur = use_blur(self.blur, size)
         return byol_views(size, self.crop_min_scale, blur)
 
     def optimizers(self, modules):

@@ -17,6 +17,7 @@ from featurekit.data.augment import FeatureCorruption, image_recipe
 from featurekit.method import OptimizerSpec
 from featurekit_contrastive.heads import projection_head
 from featurekit_contrastive.losses import info_nce
+from featurekit_contrastive.views import use_blur
 
 #: MoCo's ImageNet queue length, the cap of ``queue_size="auto"``.
 MAX_AUTO_QUEUE = 65536
@@ -208,7 +209,7 @@ class MoCoV2(FeatureExtractor):
         if spec.modality == "tabular":
             return [FeatureCorruption(self.corruption_rate)] * 2
         size = spec.input_shape[-1]
-        blur = size > 32 if self.blur == "auto" else self.blur
+        blur = use_blur(self.blur, size)
         recipe = image_recipe(size, strength=1.0, blur=blur, min_scale=self.crop_min_scale)
         return [recipe, recipe]
 

@@ -16,6 +16,7 @@ from featurekit.data.augment import FeatureCorruption, image_recipe
 from featurekit.method import OptimizerSpec
 from featurekit_contrastive.heads import projection_head, simsiam_projector
 from featurekit_contrastive.losses import negative_cosine
+from featurekit_contrastive.views import use_blur
 
 
 class SimSiam(FeatureExtractor):
@@ -143,7 +144,7 @@ class SimSiam(FeatureExtractor):
         if spec.modality == "tabular":
             return [FeatureCorruption(self.corruption_rate)] * 2
         size = spec.input_shape[-1]
-        blur = size > 32 if self.blur == "auto" else self.blur
+        blur = use_blur(self.blur, size)
         recipe = image_recipe(size, strength=1.0, blur=blur, min_scale=self.crop_min_scale)
         return [recipe, recipe]
 
