@@ -39,6 +39,36 @@ def test_fit_transform_on_mnist(cls, mnist):
     assert np.isfinite(Z).all()
 
 
+@pytest.fixture(scope="module")
+def mnist_as_folder_and_hdf5(mnist, tmp_path_factory):
+    """The same 48 MNIST images as a folder of PNGs and as an HDF5 dataset."""
+    h5py = pytest.importorskip("h5py")
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("pngs")
+    for i, img in enumerate(mnist[:48]):
+        Image.fromarray(img).save(folder / f"{i:03d}.png")
+    path = folder.parent / "images.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("x", data=mnist[:48], chunks=(8, 28, 28))
+    return folder, path
+
+
+@pytest.mark.parametrize("cls", [SimCLR, MoCoV2, SimSiam, BYOL])
+def test_arrays_folders_and_hdf5_train_the_same_model(cls, mnist, mnist_as_folder_and_hdf5):
+    import h5py
+
+    folder, path = mnist_as_folder_and_hdf5
+    params = dict(backbone_kwargs={"width": 4}, max_epochs=2, batch_size=16, device="cpu",
+                  random_state=0, verbose=0)
+    X = mnist[:48]
+    expected = cls(**params).fit(X).transform(X)
+    np.testing.assert_allclose(cls(**params).fit(folder).transform(folder), expected, atol=1e-5)
+    with h5py.File(path, "r") as f:
+        np.testing.assert_allclose(cls(**params).fit(f["x"]).transform(f["x"]), expected,
+                                   atol=1e-5)
+
+
 def test_list_methods_lists_the_family():
     names = {m["name"] for m in featurekit.list_methods() if m["family"] == "contrastive"}
     assert {"simclr", "moco_v2", "simsiam", "byol"} <= names
@@ -49,6 +79,37 @@ def test_blurred_views_of_tiny_images(cls):
     X, _ = tiny_data("image")  # 8x8 digits
     est = cls(blur=True, **{**TINY, "backbone": "small_cnn", "backbone_kwargs": {"width": 4}})
     assert np.isfinite(est.fit_transform(X)).all()
+
+
+# -- family-specific bad input ----------------------------------------------------
+
+@pytest.mark.parametrize("cls", [SimCLR, MoCoV2, SimSiam, BYOL])
+def test_a_batch_of_one_is_refused(cls):
+    X, _ = tiny_data("image")
+    with pytest.raises(ValueError, match=r"'batch_size' parameter .* range \[2, inf\)"):
+        cls(**{**TINY, "batch_size": 1}).fit(X)
+
+
+def test_simclr_warns_when_the_batch_gives_few_negatives():
+    X, _ = tiny_data("tabular")
+    with pytest.warns(UserWarning, match="a batch of 4 gives each view only 6 of them"):
+        SimCLR(**{**TINY, "batch_size": 4}).fit(X)
+    # Too few samples shrink the batch just the same, and the warning says so.
+    with pytest.warns(UserWarning, match="a batch of 5 .* at least 8 samples"):
+        SimCLR(**TINY).fit(X[:5])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        SimCLR(**{**TINY, "batch_size": 8}).fit(X)
+
+
+@pytest.mark.parametrize("cls", [SimCLR, MoCoV2, SimSiam, BYOL])
+def test_images_too_small_for_views_are_upsampled_with_a_warning(cls):
+    X = np.random.default_rng(0).integers(0, 256, (16, 2, 2), dtype=np.uint8)
+    est = cls(**{**TINY, "backbone": "small_cnn", "backbone_kwargs": {"width": 4}})
+    with pytest.warns(UserWarning, match="images of 2x2 px .* upsampled to 8 px"):
+        Z = est.fit_transform(X)
+    assert est.input_spec_.working_shape == (1, 8, 8)
+    assert np.isfinite(Z).all()
 
 
 # -- MoCo v2 -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 
 from sklearn.utils._param_validation import Interval
@@ -12,6 +13,9 @@ from featurekit.data.augment import FeatureCorruption, image_recipe
 from featurekit.method import OptimizerSpec
 from featurekit_contrastive.heads import projection_head
 from featurekit_contrastive.losses import nt_xent
+
+#: Below this batch, SimCLR warns that it has too few in-batch negatives.
+MIN_USEFUL_BATCH = 8
 
 
 class SimCLR(FeatureExtractor):
@@ -36,7 +40,9 @@ class SimCLR(FeatureExtractor):
         Smallest area fraction of the random resized crop (paper: 0.08 for
         ImageNet; 0.2 keeps enough of a 28-32 px image).
     color_strength : float, default=0.5
-        Colour-jitter strength s (0.8s, 0.8s, 0.8s, 0.2s); paper: 1.0 ImageNet, 0.5 CIFAR-10.
+        Colour-jitter strength s: brightness, contrast and saturation 0.8 s,
+        hue 0.2 s, applied with p=0.8 (the paper's appendix A; s is 1.0 for
+        ImageNet, 0.5 for CIFAR-10). At most 2.5, where the hue reaches 0.5.
     blur : bool, default=False
         Gaussian blur (paper: on for ImageNet, off for CIFAR-10).
     corruption_rate : float, default=0.6
@@ -77,7 +83,7 @@ class SimCLR(FeatureExtractor):
         "projection_dim": [Interval(Integral, 1, None, closed="left")],
         "projection_hidden_dim": [Interval(Integral, 1, None, closed="left"), None],
         "crop_min_scale": [Interval(Real, 0, 1, closed="right")],
-        "color_strength": [Interval(Real, 0, None, closed="left")],
+        "color_strength": [Interval(Real, 0, 2.5, closed="both")],
         "blur": ["boolean"],
         "corruption_rate": [Interval(Real, 0, 1, closed="both")],
     }
@@ -101,9 +107,19 @@ class SimCLR(FeatureExtractor):
         })
 
     def views(self, spec):
+        # Warned here, not in build: build also runs when a fitted model is unpickled.
+        batch = min(self.batch_size, spec.n_samples)
+        if batch < MIN_USEFUL_BATCH:
+            warnings.warn(
+                f"SimCLR takes its negatives from the batch, and a batch of {batch} gives each "
+                f"view only {2 * batch - 2} of them; contrastive features need many more "
+                f"(the paper uses 256 to 8192). Raise batch_size= (and give at least "
+                f"{MIN_USEFUL_BATCH} samples), or use MoCo v2, whose queue supplies negatives "
+                "beyond the batch", UserWarning, stacklevel=2)
         if spec.modality == "tabular":
             return [FeatureCorruption(self.corruption_rate)] * 2
-        recipe = image_recipe(spec.input_shape[-1], strength=self.color_strength,
+        # image_recipe's strength is MoCo's (0.4 per unit); SimCLR's s is twice that.
+        recipe = image_recipe(spec.input_shape[-1], strength=2 * self.color_strength,
                               blur=self.blur, min_scale=self.crop_min_scale)
         return [recipe, recipe]
 
