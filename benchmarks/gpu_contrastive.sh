@@ -16,8 +16,8 @@
 #       label-efficiency benchmark (with 1% labels), and writes their output
 #       and JSON into $OUT (or ./gpu-results).
 #
-# Budgets can be changed through the environment: EPOCHS (quality, 15),
-# SEEDS ("0 1 2"), SSL_EPOCHS (15), SUP_STEPS (800), DEVICE (cuda),
+# Budgets can be changed through the environment: EPOCHS (quality, 10),
+# SEEDS ("0 1 2"), SSL_EPOCHS (15), SUP_STEPS (600), DEVICE (cuda),
 # PRECISION (bf16), BACKBONE (resnet18), N (8000). DEVICE=cpu with tiny
 # budgets checks the script itself on a machine without a GPU.
 set -euo pipefail
@@ -51,12 +51,12 @@ torch.cuda.is_available(), torch.cuda.get_device_name(0) if torch.cuda.is_availa
         --num-workers "${WORKERS:-8}" --json "$out/throughput.json" 2>&1 | tee "$out/throughput.txt"
     echo "elapsed $((SECONDS - started)) s"
     python3 benchmarks/bench_lightly.py quality "${common[@]}" --data cifar10 \
-        --n "${N:-8000}" --epochs "${EPOCHS:-15}" --batch-size "${BATCH:-256}" \
+        --n "${N:-8000}" --epochs "${EPOCHS:-10}" --batch-size "${BATCH:-256}" \
         --seeds ${SEEDS:-0 1 2} --methods simclr moco_v2 simsiam byol \
         --num-workers "${WORKERS:-8}" --json "$out/quality.json" 2>&1 | tee "$out/quality.txt"
     echo "elapsed $((SECONDS - started)) s"
     python3 benchmarks/bench_label_efficiency.py "${common[@]}" --fractions 0.01 0.1 1.0 \
-        --ssl-epochs "${SSL_EPOCHS:-15}" --sup-steps "${SUP_STEPS:-800}" \
+        --ssl-epochs "${SSL_EPOCHS:-15}" --sup-steps "${SUP_STEPS:-600}" \
         --batch-size "${BATCH:-256}" --plot "$out/label_efficiency.png" \
         --json "$out/label_efficiency.json" 2>&1 | tee "$out/label_efficiency.txt"
     echo "total $((SECONDS - started)) s"
