@@ -20,6 +20,12 @@ _CORE = {
     "FeatureExtractor": "featurekit.base",
     "load": "featurekit.persistence",
     "hookimpl": "featurekit.hookspecs",
+    "FeatureStore": "featurekit.store",
+    "extract": "featurekit.extraction",
+    "FaissKMeans": "featurekit.cluster",
+    "FeatureIndex": "featurekit.index",
+    "FaissKNeighborsClassifier": "featurekit.neighbors",
+    "FaissKNeighborsTransformer": "featurekit.neighbors",
 }
 
 

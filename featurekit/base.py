@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import torch
@@ -295,16 +295,23 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _fit_inputs(self, X: Any) -> tuple[inputs.Source, dict | None]:
         """Validate ``X``, set the input attributes; return the source and backbone weights."""
         if "tabular" in self.modalities and inputs.is_tabular(X, self.image_shape):
-            Xv = validate_data(self, X, reset=True, dtype=[np.float32, np.float64],
-                               ensure_min_samples=2)
-            self.mean_ = Xv.mean(axis=0).astype(np.float32)
-            scale = Xv.std(axis=0)
-            self.scale_ = np.where(scale > 1e-12 * np.abs(Xv).max(initial=1.0), scale, 1.0
-                                   ).astype(np.float32)
-            self.backbone_config_, state = assembly.tabular_setup(self, Xv.shape[1])
-            self.input_spec_ = InputSpec("tabular", (Xv.shape[1],), 1.0, (Xv.shape[1],),
+            if inputs.is_lazy_rows(X):  # an HDF5 dataset or FeatureStore: read batch by batch
+                source = inputs.lazy_tabular_source(X, min_samples=2)
+                self.n_features_in_ = source.sample_shape[0]
+                vars(self).pop("feature_names_in_", None)
+                mean, scale, peak = inputs.column_stats(source)
+            else:
+                Xv = validate_data(self, X, reset=True, dtype=[np.float32, np.float64],
+                                   ensure_min_samples=2)
+                source = inputs.tabular_source(Xv)
+                mean, scale, peak = Xv.mean(axis=0), Xv.std(axis=0), np.abs(Xv).max(initial=1.0)
+            self.mean_ = mean.astype(np.float32)
+            self.scale_ = np.where(scale > 1e-12 * peak, scale, 1.0).astype(np.float32)
+            n_features = source.sample_shape[0]
+            self.backbone_config_, state = assembly.tabular_setup(self, n_features)
+            self.input_spec_ = InputSpec("tabular", (n_features,), 1.0, (n_features,),
                                          tuple(self.mean_.tolist()), tuple(self.scale_.tolist()))
-            return inputs.tabular_source(Xv), state
+            return source, state
         if inputs.is_tabular(X, self.image_shape):
             raise InputError(f"{type(self).__name__} learns from {', '.join(self.modalities)} data "
                              "and X is a 2-D table; pass image_shape=(H, W[, C]) if the rows are "
@@ -328,6 +335,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _transform_inputs(self, X: Any) -> inputs.Source:
         spec = InputSpec.from_dict(self.input_spec_.to_dict())
         if spec.modality == "tabular":
+            if inputs.is_lazy_rows(X):
+                return inputs.lazy_tabular_source(X, n_features=self.n_features_in_)
             Xv = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
             return inputs.tabular_source(Xv)
         source = self._image_source(X, min_samples=0)
@@ -448,34 +457,56 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     def _features(self, source: inputs.Source, parts: list[str],
                   modules: nn.ModuleDict | None = None) -> np.ndarray:
         """The selected parts of ``embed``, concatenated, for every sample of ``source``."""
-        width = sum(self.feature_parts_[p].stop - self.feature_parts_[p].start for p in parts)
+        return self._apply_batches(source, self._parts_fn(parts), self._parts_width(parts),
+                                   modules)
 
+    def _iter_features(self, source: inputs.Source, order: np.ndarray) -> Iterator[np.ndarray]:
+        """The selected parts' features of ``source``'s samples in ``order``, one float32
+        block per batch: memory bounded by the batch (streaming extraction)."""
+        return self._iter_batches(source, self._parts_fn(self._selected_parts()), order)
+
+    def _parts_width(self, parts: list[str]) -> int:
+        return sum(self.feature_parts_[p].stop - self.feature_parts_[p].start for p in parts)
+
+    def _parts_fn(self, parts: list[str]
+                  ) -> Callable[[nn.ModuleDict, torch.Tensor], torch.Tensor]:
         def fn(mods: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
             emb = self.embed(mods, x)
             if len(parts) == 1:
                 return emb[parts[0]]
             return torch.cat([emb[p].float() for p in parts], dim=1)
 
-        return self._apply_batches(source, fn, width, modules)
+        return fn
 
     def _apply_batches(self, source: inputs.Source,
                        fn: Callable[[nn.ModuleDict, torch.Tensor], torch.Tensor], width: int,
                        modules: nn.ModuleDict | None = None) -> np.ndarray:
         """Run ``fn(modules, x)`` over ``source`` in eval mode, without grad, batch by batch,
         into one preallocated float32 array of shape (n_samples, width)."""
+        out = np.empty((source.n, width), dtype=np.float32)
+        start = 0
+        for block in self._iter_batches(source, fn, np.arange(source.n), modules):
+            out[start:start + len(block)] = block
+            start += len(block)
+        return out
+
+    def _iter_batches(self, source: inputs.Source,
+                      fn: Callable[[nn.ModuleDict, torch.Tensor], torch.Tensor],
+                      order: np.ndarray, modules: nn.ModuleDict | None = None
+                      ) -> Iterator[np.ndarray]:
+        """Yield ``fn(modules, x)`` as float32 arrays for ``source``'s samples in ``order``."""
         modules = self.modules_ if modules is None else modules
         device = assembly.resolve_device(self.device)
         prep = Preprocessor(self.input_spec_, device, self._place(modules, device))
-        out = np.empty((source.n, width), dtype=np.float32)
         dtype = self._autocast(device)
         modules.eval()  # the trainer switches back to train mode itself
-        bs = self.inference_batch_size
-        with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                              enabled=dtype is not None):
-            for i, raw in enumerate(source.batches(np.arange(source.n), bs, self.num_workers)):
+        for raw in source.batches(order, self.inference_batch_size, self.num_workers):
+            # Entered per batch, not around the loop: grad mode and autocast are global
+            # state, which a suspended generator must not leave switched for its caller.
+            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                                  enabled=dtype is not None):
                 block = fn(modules, prep(raw)).float()
-                out[i * bs:i * bs + len(block)] = block.cpu().numpy()
-        return out
+            yield block.cpu().numpy()
 
     def _eval_set_scorer(self, modules: nn.ModuleDict, device: torch.device):
         if self.eval_set is None:

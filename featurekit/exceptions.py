@@ -42,3 +42,11 @@ class TrainingError(FeaturekitError, RuntimeError):
 
 class NotFittedError(FeaturekitError, _SkNotFittedError):
     """``transform`` (or another verb) was called before ``fit``."""
+
+
+class StoreError(FeaturekitError, OSError):
+    """A feature store or index cannot be written (a full disk, a read-only target).
+
+    ``errno`` is that of the operating system's error. What was committed
+    before the error (parts of an extraction, an existing store) is kept.
+    """

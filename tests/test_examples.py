@@ -29,6 +29,20 @@ def test_sklearn_pipeline_example_quick():
     assert 0.0 <= accuracy <= 1.0
 
 
+def test_image_search_example_quick(tmp_path):
+    out = run_script("examples/image_search.py", "--quick", "-o", str(tmp_path))
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines()
+            if line.startswith("| SimCLR") or line.startswith("| raw pixels")}
+    assert set(rows) == {"SimCLR small_cnn", "raw pixels"}
+    for line in rows.values():
+        precision = float(line.split("|")[4].strip().rstrip("%")) / 100
+        assert 0.0 < precision <= 1.0
+    assert out.count("test digit ") == 4
+    assert f"featurekit search {tmp_path / 'train.index'} {tmp_path / 'query.png'}" in out
+    assert {"simclr.pt", "train.h5", "train.index", "neighbours.png", "query.png"} <= {
+        p.name for p in tmp_path.iterdir()}
+
+
 def test_bench_transform_quick():
     # The MNIST copy shipped with featurekit, so the test needs no ../shared/data.
     data_dir = Path(featurekit.datasets.__file__).parent

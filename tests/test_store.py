@@ -1,14 +1,18 @@
 from __future__ import annotations
 
+import errno
 import json
+import os
 
 import h5py
 import numpy as np
 import pytest
 
+import featurekit
+import featurekit.base
 import featurekit.store as store_module
 from featurekit.exceptions import InputError
-from featurekit.store import FeatureStore, write_store
+from featurekit.store import FeatureStore, StoreError, write_store
 
 
 @pytest.fixture
@@ -245,3 +249,239 @@ def test_truncated_store(tmp_path, rng):
 def test_directory_is_not_a_store(tmp_path):
     with pytest.raises(InputError, match="not a file"):
         FeatureStore(tmp_path)
+
+
+# -- array-like reading ----------------------------------------------------------------
+
+def test_reads_like_an_array(tmp_path, rng):
+    x = rng.normal(size=(40, 5)).astype(np.float32)
+    write_store(tmp_path / "f.h5", x)
+    with FeatureStore(tmp_path / "f.h5") as store:
+        assert (len(store), store.shape, store.ndim, store.dtype) == (40, (40, 5), 2, np.float32)
+        np.testing.assert_array_equal(store[3], x[3])
+        np.testing.assert_array_equal(store[-1], x[-1])
+        np.testing.assert_array_equal(store[5:25:4], x[5:25:4])
+        np.testing.assert_array_equal(store[[7, 2, 7, -1]], x[[7, 2, 7, -1]])
+        np.testing.assert_array_equal(store[np.arange(40) % 3 == 0], x[::3])
+        np.testing.assert_array_equal(store[[4, 1], 2:], x[[4, 1], 2:])
+        np.testing.assert_array_equal(store[6, 1], x[6, 1])
+        np.testing.assert_array_equal(np.asarray(store), x)
+        assert np.asarray(store, dtype=np.float64).dtype == np.float64
+        assert store[[]].shape == (0, 5)
+        for bad in (40, -41, [0, 40], np.ones(3, bool), [0.5]):
+            with pytest.raises(IndexError):
+                store[bad]
+        assert len(list(store)) == 40  # iteration stops at the end
+
+
+def test_empty_store_reads_as_empty(tmp_path):
+    with FeatureStore(tmp_path / "f.h5", mode="w") as store:
+        assert store.shape == (0, 0) and len(store) == 0 and store.complete
+        assert store[:].shape == (0, 0) and list(store.iter_batches()) == []
+        assert store.parts == []
+
+
+def test_iter_batches_streams_features_and_ids(tmp_path, rng):
+    x = rng.normal(size=(25, 3))
+    write_store(tmp_path / "f.h5", x, ids=np.arange(100, 125), dtype="float16")
+    with FeatureStore(tmp_path / "f.h5") as store:
+        blocks = list(store.iter_batches(batch_size=10))
+    assert [len(ids) for _, ids in blocks] == [10, 10, 5]
+    assert all(f.dtype == np.float32 for f, _ in blocks)
+    np.testing.assert_array_equal(np.concatenate([f for f, _ in blocks]),
+                                  x.astype(np.float16).astype(np.float32))
+    np.testing.assert_array_equal(np.concatenate([i for _, i in blocks]), np.arange(100, 125))
+
+
+def test_a_store_fills_a_faiss_index_batch_by_batch(tmp_path, rng):
+    faiss = pytest.importorskip("faiss")
+    x = rng.normal(size=(300, 16)).astype(np.float32)
+    write_store(tmp_path / "f.h5", x, ids=np.arange(1000, 1300))
+    index = faiss.IndexIDMap(faiss.IndexFlatL2(16))
+    with FeatureStore(tmp_path / "f.h5") as store:
+        for features, ids in store.iter_batches(batch_size=64):
+            index.add_with_ids(features, ids)
+        query = store[[17, 250]]
+    _, found = index.search(query, 1)
+    assert index.ntotal == 300 and found[:, 0].tolist() == [1017, 1250]
+
+
+@pytest.fixture
+def tabular_model():
+    return featurekit.create("pretrained", backbone="mlp", backbone_kwargs={"hidden": (6,)},
+                             device="cpu", random_state=0, verbose=0, inference_batch_size=16)
+
+
+@pytest.mark.parametrize("as_dataset", [False, True])
+def test_a_store_is_lazy_input_to_fit_and_transform(tmp_path, rng, monkeypatch, tabular_model,
+                                                    as_dataset):
+    x = rng.normal(size=(100, 12)).astype(np.float32)
+    write_store(tmp_path / "f.h5", x)
+    in_memory = tabular_model.fit(x)
+    expected, mean, scale = in_memory.transform(x), in_memory.mean_, in_memory.scale_
+
+    def no_full_reads(self, *args, **kwargs):
+        raise AssertionError("the store was loaded whole")
+
+    reads, real_getitem = [], h5py.Dataset.__getitem__
+
+    def counted(self, index):
+        out = real_getitem(self, index)
+        reads.append(len(out))
+        return out
+
+    monkeypatch.setattr(FeatureStore, "__array__", no_full_reads)
+    monkeypatch.setattr(featurekit.base, "validate_data", no_full_reads)
+    with FeatureStore(tmp_path / "f.h5") as store:
+        X = store.features if as_dataset else store
+        monkeypatch.setattr(h5py.Dataset, "__getitem__", counted)
+        lazy = tabular_model.fit(X)
+        reads.clear()
+        features = lazy.transform(X)
+    assert reads == [16] * 6 + [4]  # one inference batch at a time
+    np.testing.assert_allclose(lazy.mean_, mean, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(lazy.scale_, scale, rtol=1e-5)
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-6)
+    assert lazy.n_features_in_ == 12
+
+
+def test_lazy_input_errors(tmp_path, tabular_model):
+    write_store(tmp_path / "f.h5", np.ones((10, 3)))
+    tabular_model.fit(np.random.default_rng(0).normal(size=(20, 4)))
+    with FeatureStore(tmp_path / "f.h5") as store:
+        with pytest.raises(InputError, match="X has 3 features, but the estimator is expecting 4"):
+            tabular_model.transform(store)
+    with FeatureStore(tmp_path / "g.h5", mode="w") as store:
+        with pytest.raises(InputError, match="empty feature store"):
+            tabular_model.fit(store)
+    write_store(tmp_path / "nan.h5", np.full((4, 4), np.nan))
+    with FeatureStore(tmp_path / "nan.h5") as store:
+        with pytest.raises(InputError, match="NaN"):
+            tabular_model.transform(store)
+
+
+# -- stores in parts (written by extract; see also tests/test_extraction.py) -------------
+
+def _parted_store(path, rows=(3, 2)):
+    """A store of parts, as extract writes it, without a model."""
+    from featurekit import store_parts
+
+    made, start = [], 0
+    with store_parts.locked(path):
+        for index, n in enumerate(rows):
+            block = {"features": np.full((n, 2), index, np.float32), "labels": np.arange(n),
+                     "ids": np.arange(start, start + n)}
+            made.append(store_parts.write_part(path, index, start, start + n, [block], info={},
+                                         dtype=np.float32, compression=None))
+            start += n
+        store_parts.write_index(path, made, {"method": "test"}, part_size=None, n_samples=start)
+    return path
+
+
+def test_append_to_a_parted_store_adds_a_committed_part(tmp_path):
+    path = _parted_store(tmp_path / "f.h5")
+    reader = FeatureStore(path)
+    with FeatureStore(path, mode="a") as store:
+        assert len(store) == 5 and len(store.parts) == 2
+        store.append(np.full((4, 2), 7.0), labels=[9, 9, 9, 9])
+        assert len(store) == 9 and [p.name for p in store.parts][-1] == "part-00002.h5"
+        store.set_metadata({**store.metadata, "note": "appended"})
+        with pytest.raises(InputError, match="labels is missing"):
+            store.append(np.ones((1, 2)))
+        with pytest.raises(InputError, match="3 columns but the store holds 2"):
+            store.append(np.ones((1, 3)), labels=[0])
+    assert len(reader) == 5  # an open reader keeps its consistent view
+    reader.close()
+    with FeatureStore(path) as store:
+        assert store.metadata == {"method": "test", "note": "appended"}
+        assert store.ids[:].tolist() == list(range(9))
+        assert store.labels[:].tolist() == [0, 1, 2, 0, 1, 9, 9, 9, 9]
+        assert store[:, 0].tolist() == [0, 0, 0, 1, 1, 7, 7, 7, 7]
+        assert store.complete and store.features.is_virtual
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_an_unfinished_parted_store_refuses_appends(tmp_path):
+    from featurekit import store_parts
+
+    path = _parted_store(tmp_path / "f.h5")
+    listed = store_parts.scan(path)
+    store_parts.write_index(path, listed, {}, part_size=3, n_samples=10)
+    with FeatureStore(path, mode="a") as store:
+        assert not store.complete
+        with pytest.raises(InputError, match="unfinished extraction \\(5 of 10 rows\\)"):
+            store.append(np.ones((1, 2)), labels=[0])
+
+
+def test_mode_w_replaces_a_parted_store_with_its_parts(tmp_path):
+    path = _parted_store(tmp_path / "f.h5")
+    with FeatureStore(path, mode="w") as store:
+        store.append(np.ones((1, 2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]
+    with FeatureStore(path) as store:
+        assert store.parts == [] and len(store) == 1
+
+
+def test_missing_index_with_parts_says_resume(tmp_path):
+    path = _parted_store(tmp_path / "f.h5")
+    path.unlink()
+    with pytest.raises(InputError, match="interrupted extraction: run it again to resume"):
+        FeatureStore(path)
+
+
+# -- a full or read-only disk ----------------------------------------------------------
+
+def test_full_disk_keeps_the_existing_store(tmp_path, monkeypatch):
+    path = write_store(tmp_path / "f.h5", np.ones((3, 2)))
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_module.os, "fsync", disk_full)
+    with pytest.raises(StoreError, match="No space left on device. The disk is full") as error:
+        write_store(path, np.zeros((5, 2)))
+    monkeypatch.undo()
+    assert error.value.errno == errno.ENOSPC and isinstance(error.value, OSError)
+    with FeatureStore(path) as store:
+        np.testing.assert_array_equal(store[:], np.ones((3, 2)))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f.h5"]
+
+
+def test_full_disk_on_append_and_read_only_create(tmp_path, monkeypatch):
+    with FeatureStore(tmp_path / "f.h5", mode="w") as store:
+        store.append(np.ones((2, 2)))
+        monkeypatch.setattr(h5py.Dataset, "__setitem__", lambda *a: (_ for _ in ()).throw(
+            OSError(errno.ENOSPC, "No space left on device")))
+        with pytest.raises(StoreError, match="Cannot append to .*f.h5: No space left.*"
+                                             "The rows stored before are kept"):
+            store.append(np.zeros((2, 2)))
+        monkeypatch.undo()
+        assert len(store) == 2 and store.ids.shape == (2,)  # the columns stay aligned
+        store.append(np.zeros((1, 2)))
+        assert store.ids[:].tolist() == [0, 1, 2] and store[:].sum() == 4
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(store_module.h5py, "File", read_only)
+    with pytest.raises(StoreError, match="read-only file system: choose another path"):
+        FeatureStore(tmp_path / "g.h5", mode="w")
+
+
+def test_parted_store_full_disk_leaves_it_unchanged(tmp_path, monkeypatch):
+    from featurekit import store_parts
+
+    path = _parted_store(tmp_path / "f.h5")
+    before = {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+
+    def disk_full(*args):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(store_parts, "commit_file", disk_full)
+    with FeatureStore(path, mode="a") as store:
+        with pytest.raises(StoreError, match="The store is unchanged"):
+            store.append(np.ones((1, 2)), labels=[0])
+        with pytest.raises(StoreError, match="The store is unchanged"):
+            store.set_metadata({"x": 1})
+        assert len(store) == 5 and store.metadata == {"method": "test"}
+    assert {p.name: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
