@@ -52,7 +52,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from featurekit.assembly import resolve_device
 from featurekit.exceptions import InputError, NotFittedError, ParameterError
-from featurekit.store import store_error
+from featurekit.store import _fsync_directory, store_error
 
 __all__ = ["FeatureIndex", "auto_ef_search", "auto_nlist", "auto_nprobe", "auto_pq_m"]
 
@@ -857,15 +857,3 @@ def _json_default(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     raise TypeError(f"metadata value of type {type(value).__name__} cannot be saved as JSON")
-
-
-def _fsync_directory(directory: Path) -> None:
-    # The rename is durable only once the directory entry is synced; Windows
-    # cannot open a directory, and its os.replace is already durable enough.
-    if os.name != "posix":
-        return
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
