@@ -52,7 +52,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 
 from featurekit.assembly import resolve_device
 from featurekit.exceptions import InputError, NotFittedError, ParameterError
-from featurekit.store import _fsync_directory, store_error
+from featurekit.store import commit_file, store_error
 
 __all__ = ["FeatureIndex", "auto_ef_search", "auto_nlist", "auto_nprobe", "auto_pq_m"]
 
@@ -461,9 +461,7 @@ class FeatureIndex(BaseEstimator):
                 f.write(ids)
                 f.write(meta)
                 f.write(_FOOTER.pack(len(ids), len(meta), _MAGIC))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
+            commit_file(Path(tmp), path)
         except BaseException as exc:
             if tmp is not None:
                 Path(tmp).unlink(missing_ok=True)
@@ -471,7 +469,6 @@ class FeatureIndex(BaseEstimator):
                 raise store_error(exc, f"write the index {path}",
                                   "Any file that was there is unchanged.") from exc
             raise
-        _fsync_directory(path.parent)
         return path
 
     @classmethod
