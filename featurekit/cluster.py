@@ -12,7 +12,6 @@ pickles and moves between machines with and without a GPU.
 
 from __future__ import annotations
 
-import functools
 import warnings
 from numbers import Integral, Real
 from typing import Any
@@ -34,6 +33,7 @@ from sklearn.utils.validation import validate_data
 
 from featurekit.assembly import resolve_device
 from featurekit.exceptions import InputError, NotFittedError, ParameterError
+from featurekit.index import gpu_resources
 
 __all__ = ["FaissKMeans"]
 
@@ -405,12 +405,5 @@ def _inertia(x: np.ndarray, centers: np.ndarray, labels: np.ndarray) -> float:
     return total
 
 
-@functools.cache
-def _gpu_resources(device: int) -> Any:
-    # One set of cuBLAS handles and scratch memory per GPU for the whole process,
-    # instead of a fresh allocation on every predict.
-    return faiss.StandardGpuResources()
-
-
 def _to_gpu(index: Any, device: int) -> Any:
-    return faiss.index_cpu_to_gpu(_gpu_resources(device), device, index)
+    return faiss.index_cpu_to_gpu(gpu_resources(device), device, index)

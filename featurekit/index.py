@@ -31,6 +31,7 @@ On the GPU, faiss limits ``k`` and ``nprobe`` to 2048.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -794,16 +795,19 @@ def _resolve_device(device: Any, kind: str, strict: bool = True) -> str:
 
 
 # One GPU memory pool per device, shared by every index on it (faiss's advice).
-_GPU_RESOURCES: dict[int, Any] = {}
+@functools.cache
+def gpu_resources(device: int) -> Any:
+    """faiss's GPU resources (cuBLAS handles, scratch memory) for GPU ``device``,
+    made once per process and shared by every index and k-means on it."""
+    return faiss.StandardGpuResources()
 
 
 def _place(index: faiss.Index, device: str) -> faiss.Index:
     if device == "cpu":
         return index
     gpu = int(device[5:])
-    resources = _GPU_RESOURCES.setdefault(gpu, faiss.StandardGpuResources())
     try:
-        return faiss.index_cpu_to_gpu(resources, gpu, index)
+        return faiss.index_cpu_to_gpu(gpu_resources(gpu), gpu, index)
     except RuntimeError as exc:
         raise ParameterError(f"faiss cannot move this index to {device}: {exc}. Use "
                              "device='cpu'.") from None
