@@ -2,14 +2,15 @@
 
 Base set (``--n`` vectors, default 100,000): CIFAR-10 images and augmented
 views of them (random resized crop at scale 0.25-1, flip, colour jitter and
-grayscale from ``featurekit.data.augment``), embedded by
-``featurekit.create("pretrained", backbone="small_cnn", random_state=0)``
-(a frozen, randomly initialized CNN: real images, deterministic features,
-no training time) and reduced to ``--dim`` dimensions (default 128) with
-PCA. Queries (``--queries``, default 1,000) are held-out images: neither
-they nor their views are in the base set. The features are cached under
-``--cache-dir`` (default ``/tmp/featurekit-bench-index``), so reruns skip
-the ~3 minutes of feature extraction.
+grayscale from ``featurekit.data.augment``), embedded by a ``small_cnn``
+SimCLR model trained for ``--epochs`` (default 5) on the base images (the
+features users index; ``--model untrained`` uses a frozen, randomly
+initialized CNN instead, whose features cluster less and need more search
+effort) and reduced to ``--dim`` dimensions (default 128) with PCA. Queries
+(``--queries``, default 1,000) are held-out images: neither they nor their
+views are in the base set. The features are cached under ``--cache-dir``
+(default ``/tmp/featurekit-bench-index``), so reruns skip the ~4 minutes of
+training and extraction.
 
 Printed, all with ``metric="cosine"`` and k=10 (``--k``):
 
@@ -17,8 +18,9 @@ Printed, all with ``metric="cosine"`` and k=10 (``--k``):
    ``NearestNeighbors(algorithm="brute")`` in the same run, both given
    ``--threads`` threads, and how often their neighbour sets agree;
 2. for ``ivf`` and ``hnsw`` (and a few rows of ``ivfpq``): recall@10 against
-   exact search and speed over ``nprobe`` / ``efSearch``, the ``"auto"``
-   default marked, with the speed-up over exact faiss search;
+   exact search and speed over ``nprobe`` / ``efSearch``, the default (the
+   effort ``fit`` calibrated for ``target_recall=0.95``) marked, with the
+   speed-up over exact faiss search, and the calibration's own estimate;
 3. build time (training included) and index memory (faiss's serialized size).
 
 Speed is measured two ways, as the two uses differ: all queries in one batch
@@ -29,7 +31,8 @@ Defaults take about 2.5 minutes on a busy 2-core box once the features are
 cached::
 
     python benchmarks/bench_index.py [--n 100000] [--dim 128] [--queries 1000]
-        [--threads 1] [--k 10] [--data cifar10] [--data-dir DIR] [--cache-dir DIR]
+        [--threads 1] [--k 10] [--data cifar10] [--model simclr] [--epochs 5]
+        [--data-dir DIR] [--cache-dir DIR]
 """
 
 from __future__ import annotations
@@ -49,10 +52,10 @@ from threadpoolctl import threadpool_limits
 import featurekit
 from featurekit.data.augment import ColorJitter, Compose, RandomGrayscale
 from featurekit.data.augment import RandomHorizontalFlip, RandomResizedCrop
-from featurekit.index import FeatureIndex, auto_ef_search, auto_nprobe
+from featurekit.index import FeatureIndex
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 
 
 def load_images(data_dir: Path, data: str) -> np.ndarray:
@@ -80,8 +83,9 @@ def augmented_views(images: np.ndarray, n_views: int, seed: int) -> np.ndarray:
 
 def make_features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     """(base, queries) float32 features, from the cache when present."""
-    cache = args.cache_dir / (f"{args.data}_n{args.n}_d{args.dim}_q{args.queries}"
-                              f"_v{CACHE_VERSION}.npz")
+    model = f"simclr{args.epochs}" if args.model == "simclr" else args.model
+    cache = args.cache_dir / (f"{args.data}_{model}_n{args.n}_d{args.dim}"
+                              f"_q{args.queries}_v{CACHE_VERSION}.npz")
     if cache.exists():
         with np.load(cache) as f:
             return f["base"], f["queries"]
@@ -92,8 +96,14 @@ def make_features(args: argparse.Namespace) -> tuple[np.ndarray, np.ndarray]:
     if args.n < len(originals):
         originals = originals[:args.n]
     views = augmented_views(originals, args.n - len(originals), seed=0)
-    est = featurekit.create("pretrained", backbone="small_cnn", random_state=0, verbose=0,
-                            backbone_kwargs={"width": max(32, math.ceil(args.dim / 8))})
+    width = {"width": max(32, math.ceil(args.dim / 8))}
+    if args.model == "simclr":  # learned features, as users index them
+        est = featurekit.create("simclr", backbone="small_cnn", backbone_kwargs=width,
+                                max_epochs=args.epochs, batch_size=256, random_state=0,
+                                verbose=0)
+    else:  # a frozen, randomly initialized CNN
+        est = featurekit.create("pretrained", backbone="small_cnn", backbone_kwargs=width,
+                                random_state=0, verbose=0)
     est.fit(originals)
     base = np.concatenate([est.transform(originals), est.transform(views)])
     query_features = est.transform(queries)
@@ -136,6 +146,12 @@ def single_query_time(search, queries: np.ndarray, repeats: int) -> float:
     return seconds / len(queries)
 
 
+def default_effort(index: FeatureIndex, k: int) -> int:
+    """The nprobe or efSearch the index searches with by default at ``k``."""
+    params = index._search_parameters(k)
+    return params.efSearch if index.kind == "hnsw" else params.nprobe
+
+
 def curve(index: FeatureIndex, param: str, values: list[int], default: int,
           queries: np.ndarray, truth: np.ndarray, exact: tuple[float, float], args) -> dict:
     """Print recall and speed over ``values`` of ``param``; return the default's row."""
@@ -167,6 +183,9 @@ def main() -> None:
     parser.add_argument("--latency-queries", type=int, default=200,
                         help="queries timed one at a time")
     parser.add_argument("--data", choices=("cifar10", "mnist"), default="cifar10")
+    parser.add_argument("--model", choices=("simclr", "untrained"), default="simclr",
+                        help="features: SimCLR trained on the base images, or an untrained CNN")
+    parser.add_argument("--epochs", type=int, default=5, help="SimCLR training epochs")
     parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR)
     parser.add_argument("--cache-dir", type=Path, default=Path("/tmp/featurekit-bench-index"))
     args = parser.parse_args()
@@ -200,20 +219,24 @@ def run(args: argparse.Namespace) -> None:
     exact = (exact_s, exact_single)
 
     ivf, ivf_build, ivf_bytes = build(FeatureIndex("ivf", random_state=0), base)
-    print(f"ivf: nlist {ivf.nlist_}, build {ivf_build:.1f} s, memory {ivf_bytes / 2**20:.1f} MiB")
+    print(f"ivf: nlist {ivf.nlist_}, build {ivf_build:.1f} s (calibration included), memory "
+          f"{ivf_bytes / 2**20:.1f} MiB; calibrated nprobe {ivf.nprobe_}, estimated recall "
+          f"{ivf.calibrated_recall_:.4f}")
     ivf_default = curve(ivf, "nprobe", [1, 2, 4, 8, 12, 16, 24, 32, 64, 128],
-                        auto_nprobe(ivf.nlist_), queries, truth, exact, args)
+                        default_effort(ivf, args.k), queries, truth, exact, args)
 
     hnsw, hnsw_build, hnsw_bytes = build(FeatureIndex("hnsw", random_state=0), base)
     print(f"\nhnsw: M {hnsw.hnsw_m}, efConstruction {hnsw.ef_construction}, "
-          f"build {hnsw_build:.1f} s, memory {hnsw_bytes / 2**20:.1f} MiB")
-    hnsw_default = curve(hnsw, "ef_search", [16, 24, 32, 48, 64, 96, 128, 256],
-                         auto_ef_search(args.k), queries, truth, exact, args)
+          f"build {hnsw_build:.1f} s, memory {hnsw_bytes / 2**20:.1f} MiB; calibrated "
+          f"efSearch {hnsw.ef_search_}, estimated recall {hnsw.calibrated_recall_:.4f}")
+    hnsw_default = curve(hnsw, "ef_search", [10, 16, 24, 32, 48, 64, 96, 128, 256],
+                         default_effort(hnsw, args.k), queries, truth, exact, args)
 
     pq, pq_build, pq_bytes = build(FeatureIndex("ivfpq", random_state=0), base)
     print(f"\nivfpq: nlist {pq.nlist_}, pq_m {pq.pq_m_} x 8 bits, build {pq_build:.1f} s, "
-          f"memory {pq_bytes / 2**20:.1f} MiB")
-    curve(pq, "nprobe", [8, 64], auto_nprobe(pq.nlist_), queries, truth, exact, args)
+          f"memory {pq_bytes / 2**20:.1f} MiB; calibrated nprobe {pq.nprobe_}, estimated "
+          f"recall {pq.calibrated_recall_:.4f}")
+    curve(pq, "nprobe", [8, 64], default_effort(pq, args.k), queries, truth, exact, args)
 
     print("\ndefaults vs exact faiss search (recall@{k}; speed-up batch / 1-query):".format(
         k=args.k))

@@ -108,10 +108,14 @@ def _draw_grid(rows: list[list[Path | None]], path: str, titles: list[list[str]]
 @click.option("--nlist", type=click.IntRange(min=1),
               help="Inverted lists of ivf/ivfpq (default: about 4 sqrt(n_samples)).")
 @click.option("--nprobe", type=click.IntRange(min=1),
-              help="Lists visited per query by ivf/ivfpq (default: nlist/64, at least 16).")
+              help="Lists visited per query by ivf/ivfpq (default: the fewest that reach "
+                   "--target-recall on the data).")
+@click.option("--target-recall", type=click.FloatRange(0, 1, min_open=True), default=0.95,
+              show_default=True,
+              help="Recall@10 against exact search that ivf/hnsw/ivfpq tune their search for.")
 @_device
 def index_store(store: str, output: str, kind: str, metric: str, nlist: int | None,
-                nprobe: int | None, device: str | None) -> None:
+                nprobe: int | None, target_recall: float, device: str | None) -> None:
     """Index the features of STORE with FAISS for `featurekit search`.
 
     STORE is a feature store written by `featurekit extract`. Its features
@@ -132,13 +136,19 @@ def index_store(store: str, output: str, kind: str, metric: str, nlist: int | No
         keys = None if features.keys is None else features.keys.asstr()[:]
         started = time.perf_counter()
         built = FeatureIndex(kind, metric=metric, nlist=nlist or "auto", nprobe=nprobe or "auto",
-                             device=device or "auto", random_state=0)
+                             target_recall=target_recall, device=device or "auto",
+                             random_state=0)
         built.fit(features.features, ids=features.ids[:], keys=keys)
         seconds = time.perf_counter() - started
         metadata = {**features.metadata, "store": str(Path(store).resolve())}
     built.save(output, metadata=metadata)
     click.echo(f"{built.ntotal:,} vectors of {built.n_features_in_} features, {kind} index "
                f"({metric}), built in {seconds:.2f} s -> {output}")
+    if built.calibrated_recall_ is not None and nprobe is None:
+        knob, effort = (("efSearch", built.ef_search_) if kind == "hnsw"
+                        else ("nprobe", built.nprobe_))
+        click.echo(f"{knob} {effort} (calibrated): recall@10 about "
+                   f"{built.calibrated_recall_:.3f} on the indexed vectors")
 
 
 _SCORES = {"cosine": "cosine similarity, higher is closer",

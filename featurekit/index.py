@@ -4,9 +4,10 @@ One estimator covers the four index kinds worth choosing between: ``"flat"``
 (exact), ``"ivf"`` (inverted lists over k-means cells), ``"hnsw"`` (a graph;
 no training, CPU only) and ``"ivfpq"`` (inverted lists of product-quantized
 codes, for collections that must be compressed to fit in memory). Their
-tuning knobs default to ``"auto"``, resolved by the rules of
-:func:`auto_nlist`, :func:`auto_nprobe`, :func:`auto_ef_search` and
-:func:`auto_pq_m`, calibrated with ``benchmarks/bench_index.py``.
+build-time knobs default to ``"auto"``, resolved by :func:`auto_nlist` and
+:func:`auto_pq_m`. The search effort (``nprobe``, ``efSearch``) defaults to
+what reaches ``target_recall`` on the data itself: ``fit`` measures it on a
+sample of the indexed vectors (:mod:`featurekit.index_tuning`).
 
 What ``search`` reports, per ``metric``:
 
@@ -39,7 +40,7 @@ import struct
 import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
-from numbers import Integral
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any
 
@@ -51,11 +52,12 @@ from sklearn.base import BaseEstimator
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 
+from featurekit import index_tuning as tuning
 from featurekit.assembly import resolve_device
 from featurekit.exceptions import InputError, NotFittedError, ParameterError
 from featurekit.store import commit_file, store_error
 
-__all__ = ["FeatureIndex", "auto_ef_search", "auto_nlist", "auto_nprobe", "auto_pq_m"]
+__all__ = ["FeatureIndex", "auto_nlist", "auto_pq_m"]
 
 # faiss's k-means warns below 39 training points per centroid and uses at most
 # 256 (it subsamples above); the auto rules and the training sample follow it.
@@ -65,12 +67,15 @@ MAX_POINTS_PER_CENTROID = 256
 # Training points per PQ code (faiss uses up to 256; see _new_index for why fewer).
 PQ_POINTS_PER_CODE = 64
 
+# faiss's GPU indexes search at most this many lists per query.
+GPU_MAX_NPROBE = 2048
+
 # Rows converted, normalized and added at a time: bounds the extra memory of a
 # float64 or cosine input to ~32 MiB at 128 features instead of a full copy.
 _BLOCK_ROWS = 65536
 
 _FORMAT = "featurekit-index"
-_FORMAT_VERSION = 1
+_FORMAT_VERSION = 2
 _MAGIC = b"FKINDEX1"
 _FOOTER = struct.Struct("<QQ8s")  # ids bytes, JSON bytes, magic
 
@@ -87,40 +92,6 @@ def auto_nlist(n_samples: int) -> int:
     (1265, 25, 1)
     """
     return max(1, min(round(4 * math.sqrt(n_samples)), n_samples // MIN_POINTS_PER_CENTROID))
-
-
-def auto_nprobe(nlist: int) -> int:
-    """Lists visited per query: ``ceil(nlist / 64)``, at least 16, at most ``nlist``.
-
-    On the benchmark's 100k CIFAR-10 features (nlist 1265, so nprobe 20)
-    this reaches recall@10 0.965, where 16 lists fall just short of 0.95.
-    Probing a fixed share of the lists keeps recall from dropping as the
-    collection grows. Small indexes need a larger share, as their few big
-    cells cut more true neighbourhoods apart: on the benchmark's 10k MNIST
-    features (``--data mnist --n 10000``, nlist 256) 8 lists reach 0.937
-    and the floor of 16 reaches 0.984.
-
-    Examples
-    --------
-    >>> auto_nprobe(1265), auto_nprobe(256), auto_nprobe(10)
-    (20, 16, 10)
-    """
-    return min(nlist, max(16, math.ceil(nlist / 64)))
-
-
-def auto_ef_search(k: int) -> int:
-    """HNSW's candidate-list size for ``k`` neighbours: ``max(40, 2 * k)``.
-
-    On the benchmark's 100k image features, efSearch 32 reaches recall@10
-    0.96 and 40 about 0.97; the candidate list must also grow with ``k``
-    (faiss never uses less than ``k``).
-
-    Examples
-    --------
-    >>> auto_ef_search(10), auto_ef_search(100)
-    (40, 200)
-    """
-    return max(40, 2 * k)
 
 
 def auto_pq_m(n_features: int) -> int:
@@ -152,15 +123,25 @@ class FeatureIndex(BaseEstimator):
         Inverted lists of ``"ivf"``/``"ivfpq"`` (:func:`auto_nlist` of the
         ``fit`` rows).
     nprobe : "auto" or int, default="auto"
-        Lists visited per query (:func:`auto_nprobe`); read at search time,
-        so ``set_params(nprobe=...)`` on a fitted index takes effect at once.
+        Lists visited per query; ``"auto"`` is ``nprobe_``, the fewest that
+        reach ``target_recall`` on the fitted data. Read at search time, so
+        ``set_params(nprobe=...)`` on a fitted index takes effect at once.
     hnsw_m : int, default=32
         Graph neighbours per node of ``"hnsw"``.
     ef_construction : int, default=40
         HNSW's candidate-list size while building (faiss's default).
     ef_search : "auto" or int, default="auto"
-        HNSW's candidate-list size at search (:func:`auto_ef_search`); read at
-        search time, like ``nprobe``.
+        HNSW's candidate-list size at search; ``"auto"`` is ``ef_search_``
+        (the smallest reaching ``target_recall`` at k=10), scaled up in
+        proportion for larger ``k``. Read at search time, like ``nprobe``.
+    target_recall : float in (0, 1], default=0.95
+        The recall@10 against exact search that ``fit`` tunes ``nprobe_``
+        and ``ef_search_`` for, measured on up to 256 indexed vectors used as
+        queries (each itself left out). Held-out queries can score a little
+        lower (see :mod:`featurekit.index_tuning`); raise it, or set
+        ``nprobe``/``ef_search``, for a margin. ``"ivfpq"`` often cannot
+        reach it, its codes being lossy: it then gets the least effort at
+        which recall stops growing (``calibrated_recall_`` says what that is).
     pq_m : "auto" or int, default="auto"
         Sub-quantizers of ``"ivfpq"`` (:func:`auto_pq_m`); must divide the
         number of features.
@@ -188,6 +169,12 @@ class FeatureIndex(BaseEstimator):
         The key of each id in ``ids_``, when keys were given.
     nlist_, pq_m_ : int or None
         The resolved ``nlist`` and ``pq_m`` (None where the kind has none).
+    nprobe_, ef_search_ : int or None
+        The calibrated search effort of ``"ivf"``/``"ivfpq"`` and of
+        ``"hnsw"`` (None where the kind has none).
+    calibrated_recall_ : float or None
+        The recall@10 measured at that effort (None for ``"flat"``, which is
+        exact, and for indexes too small to measure).
     device_ : str
         ``"cpu"`` or ``"cuda:N"``.
     metadata_ : dict
@@ -220,6 +207,7 @@ class FeatureIndex(BaseEstimator):
         "ef_search": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "pq_m": [StrOptions({"auto"}), Interval(Integral, 1, None, closed="left")],
         "pq_nbits": [Interval(Integral, 1, 16, closed="both")],
+        "target_recall": [Interval(Real, 0, 1, closed="right")],
         "device": [str, torch.device],
         "random_state": ["random_state"],
     }
@@ -227,8 +215,8 @@ class FeatureIndex(BaseEstimator):
     def __init__(self, kind: str = "flat", *, metric: str = "cosine",
                  nlist: int | str = "auto", nprobe: int | str = "auto", hnsw_m: int = 32,
                  ef_construction: int = 40, ef_search: int | str = "auto",
-                 pq_m: int | str = "auto", pq_nbits: int = 8, device: str = "auto",
-                 random_state: Any = None) -> None:
+                 pq_m: int | str = "auto", pq_nbits: int = 8, target_recall: float = 0.95,
+                 device: str = "auto", random_state: Any = None) -> None:
         self.kind = kind
         self.metric = metric
         self.nlist = nlist
@@ -238,6 +226,7 @@ class FeatureIndex(BaseEstimator):
         self.ef_search = ef_search
         self.pq_m = pq_m
         self.pq_nbits = pq_nbits
+        self.target_recall = target_recall
         self.device = device
         self.random_state = random_state
 
@@ -278,6 +267,7 @@ class FeatureIndex(BaseEstimator):
         self.keys_ = None if keys is None else np.empty(0, object)
         self.metadata_ = {}
         self._add_rows(rows, new_ids, new_keys)
+        self._calibrate(rows, new_ids)
         return self
 
     def add(self, X: Any, *, ids: ArrayLike | None = None,
@@ -443,7 +433,8 @@ class FeatureIndex(BaseEstimator):
             meta = json.dumps({
                 "format": _FORMAT, "version": _FORMAT_VERSION, "params": params,
                 "n_features_in_": self.n_features_in_, "nlist_": self.nlist_,
-                "pq_m_": self.pq_m_, "metadata": metadata,
+                "pq_m_": self.pq_m_, "nprobe_": self.nprobe_, "ef_search_": self.ef_search_,
+                "calibrated_recall_": self.calibrated_recall_, "metadata": metadata,
                 "keys": None if self.keys_ is None else self.keys_.tolist(),
             }, default=_json_default).encode()
         except (TypeError, ValueError) as exc:
@@ -503,6 +494,14 @@ class FeatureIndex(BaseEstimator):
         est.index_ = _place(index, est.device_)
         est.n_features_in_, est.nlist_, est.pq_m_ = (
             meta["n_features_in_"], meta["nlist_"], meta["pq_m_"])
+        if "nprobe_" in meta:
+            est.nprobe_, est.ef_search_, est.calibrated_recall_ = (
+                meta["nprobe_"], meta["ef_search_"], meta["calibrated_recall_"])
+        else:  # format 1 predates calibration: its fixed rules
+            nlist = est.nlist_
+            est.nprobe_ = None if nlist is None else min(nlist, max(16, math.ceil(nlist / 64)))
+            est.ef_search_ = 40 if est.kind == "hnsw" else None
+            est.calibrated_recall_ = None
         est.ids_ = ids
         est.keys_ = None if meta["keys"] is None else np.array(meta["keys"], dtype=object)
         est.metadata_ = meta.get("metadata") or {}
@@ -622,12 +621,50 @@ class FeatureIndex(BaseEstimator):
             self.keys_ = np.concatenate([self.keys_, keys])
         self._id_order = None
 
+    def _calibrate(self, rows: _Rows, ids: np.ndarray) -> None:
+        """Set ``nprobe_``/``ef_search_`` to the least effort reaching ``target_recall``."""
+        self.nprobe_ = self.ef_search_ = self.calibrated_recall_ = None
+        if self.kind == "flat":
+            return
+        k = min(tuning.CALIBRATION_K, rows.n - 1)
+        if k < 1:  # a single vector: any setting finds it
+            if self.kind == "hnsw":
+                self.ef_search_ = 1
+            else:
+                self.nprobe_ = self.nlist_
+            return
+        rng = np.random.default_rng(_seed(self.random_state))
+        chosen = np.sort(rng.choice(rows.n, min(tuning.CALIBRATION_QUERIES, rows.n),
+                                    replace=False))
+        queries = self._prepare(*rows.take(chosen))
+        truth = tuning.exact_neighbours((self._prepare(b, owned) for _, b, owned in rows.blocks()),
+                                        queries, k + 1, largest=self.metric != "l2")
+        truth = np.where(truth >= 0, ids[np.maximum(truth, 0)], -1)
+        if self.kind == "hnsw":
+            grid = tuning.ef_search_grid(k)
+            params = lambda value: faiss.SearchParametersHNSW(efSearch=value)  # noqa: E731
+        else:
+            limit = GPU_MAX_NPROBE if _on_gpu(self.index_) else self.nlist_
+            grid = sorted({min(p, limit) for p in tuning.nprobe_grid(self.nlist_)})
+            params = lambda value: faiss.SearchParametersIVF(nprobe=value)  # noqa: E731
+        value, recall, _ = tuning.calibrate(
+            lambda q, kk, v: self.index_.search(q, kk, params=params(v))[1], grid, queries,
+            ids[chosen], truth, k, self.target_recall)
+        if self.kind == "hnsw":
+            self.ef_search_ = value
+        else:
+            self.nprobe_ = value
+        self.calibrated_recall_ = recall
+
     def _search_parameters(self, k: int) -> faiss.SearchParameters | None:
         if self.kind in ("ivf", "ivfpq"):
-            nprobe = auto_nprobe(self.nlist_) if self.nprobe == "auto" else int(self.nprobe)
+            nprobe = self.nprobe_ if self.nprobe == "auto" else int(self.nprobe)
             return faiss.SearchParametersIVF(nprobe=min(nprobe, self.nlist_))
         if self.kind == "hnsw":
-            ef = auto_ef_search(k) if self.ef_search == "auto" else int(self.ef_search)
+            if self.ef_search == "auto":  # calibrated at k=10: grow with k
+                ef = max(self.ef_search_, math.ceil(self.ef_search_ * k / tuning.CALIBRATION_K))
+            else:
+                ef = int(self.ef_search)
             return faiss.SearchParametersHNSW(efSearch=ef)
         return None
 

@@ -421,13 +421,16 @@ def test_search_grid_is_a_png(runner, cli, image_index, digit_folder, store_keys
 
 
 @pytest.mark.filterwarnings("ignore:nlist=2 leaves fewer than 39 training vectors")
-@pytest.mark.parametrize("options", [["--kind", "ivf", "--nlist", 2, "--nprobe", 2],
-                                     ["--kind", "hnsw", "--metric", "l2"]])
-def test_other_index_kinds(runner, cli, image_store, tmp_path, options):
+@pytest.mark.parametrize("options, effort", [
+    (["--kind", "ivf", "--nlist", 2, "--nprobe", 2], "built in"),
+    (["--kind", "ivf", "--nlist", 2, "--target-recall", 0.5], "nprobe 1 (calibrated)"),
+    (["--kind", "hnsw", "--metric", "l2"], "efSearch 10 (calibrated)")])
+def test_other_index_kinds(runner, cli, image_store, tmp_path, options, effort):
     path = tmp_path / "f.index"
     result = invoke(runner, cli, ["index", image_store, "-o", path, *options])
     assert result.exit_code == 0, result.output
-    assert f"{options[1]} index" in result.output
+    assert f"{options[1]} index" in result.output and effort in result.output
+    assert ("calibrated" in result.output) == ("--nprobe" not in options)
     result = invoke(runner, cli, ["search", path, 7, "-k", 2])
     assert result.exit_code == 0, result.output
     assert tables(result.output)[0][0]["id"] == "7"

@@ -25,7 +25,8 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import featurekit.index as index_module
 from featurekit.exceptions import InputError, NotFittedError, ParameterError, StoreError
-from featurekit.index import FeatureIndex, auto_nlist, auto_nprobe
+from featurekit import index_tuning
+from featurekit.index import FeatureIndex, auto_nlist
 from featurekit.neighbors import FaissKNeighborsClassifier, FaissKNeighborsTransformer
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist_test.npz"
@@ -132,7 +133,44 @@ def test_missing_results_are_marked(digits):
 def test_auto_rules():
     assert auto_nlist(100_000) == 1265 and auto_nlist(1000) == 25 and auto_nlist(10) == 1
     assert all(auto_nlist(n) * 39 <= max(n, 39) for n in (10, 100, 1000, 10**6))
-    assert auto_nprobe(1265) == 20 and auto_nprobe(128) == 16 and auto_nprobe(4) == 4
+
+
+def test_exact_neighbours_merges_blocks():
+    rng = np.random.default_rng(0)
+    base, queries = rng.normal(size=(103, 8)).astype(np.float32), rng.normal(size=(7, 8))
+    queries = queries.astype(np.float32)
+    blocks = [base[:50], base[50:53], base[53:]]  # one block smaller than k
+    for largest in (False, True):
+        found = index_tuning.exact_neighbours(iter(blocks), queries, 5, largest=largest)
+        scores = queries @ base.T if largest else -((queries[:, None] - base) ** 2).sum(-1)
+        np.testing.assert_array_equal(found, np.argsort(-scores, axis=1, kind="stable")[:, :5])
+
+
+def test_search_effort_is_calibrated_to_the_target(mnist):
+    base, queries, _, _ = mnist
+    _, truth = FeatureIndex("flat").fit(base).search(queries, k=10)
+    low = FeatureIndex("ivf", target_recall=0.6, random_state=0).fit(base)
+    high = FeatureIndex("ivf", target_recall=0.99, random_state=0).fit(base)
+    assert low.nprobe_ < high.nprobe_ <= high.nlist_
+    assert 0.6 <= low.calibrated_recall_ < 0.99 <= high.calibrated_recall_
+    # the estimate, from indexed vectors, is close to held-out queries' recall
+    for index in (low, high):
+        held_out = recall(index.search(queries, k=10)[1], truth)
+        assert abs(held_out - index.calibrated_recall_) < 0.05
+    hnsw = FeatureIndex("hnsw", target_recall=0.99, random_state=0).fit(base)
+    assert hnsw.calibrated_recall_ >= 0.99 and hnsw.ef_search_ >= 10 and hnsw.nprobe_ is None
+    flat = FeatureIndex("flat").fit(base)
+    assert flat.nprobe_ is None and flat.calibrated_recall_ is None
+
+
+def test_lossy_codes_stop_at_the_recall_plateau(mnist):
+    base, queries, _, _ = mnist
+    index = FeatureIndex("ivfpq", pq_m=2, target_recall=1.0, random_state=0).fit(base)
+    assert index.calibrated_recall_ < 0.9 and index.nprobe_ < index.nlist_
+    _, truth = FeatureIndex("flat").fit(base).search(queries, k=10)
+    at_default = recall(index.search(queries, k=10)[1], truth)
+    index.set_params(nprobe=index.nlist_)  # probing everything gains little more
+    assert recall(index.search(queries, k=10)[1], truth) < at_default + 0.03
 
 
 # -- ids, keys, add, remove ----------------------------------------------------
@@ -357,6 +395,8 @@ def test_save_load_round_trip(tmp_path, digits, kind):
     loaded = FeatureIndex.load(path)
     assert loaded.get_params() == index.get_params()
     assert loaded.metadata_ == {"model": "m.fk", "n": 3} and index.metadata_ == {}
+    for fitted in ("nlist_", "pq_m_", "nprobe_", "ef_search_", "calibrated_recall_"):
+        assert getattr(loaded, fitted) == getattr(index, fitted)
     for return_keys in (False, True):
         expected = index.search(x[1000:1050], 5, return_keys=return_keys)
         got = loaded.search(x[1000:1050], 5, return_keys=return_keys)
