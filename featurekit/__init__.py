@@ -10,12 +10,19 @@ from __future__ import annotations
 from typing import Any
 
 __version__ = "0.1.0"
+#: The plugin API this featurekit provides: the hooks (``featurekit.hookspecs``),
+#: the method contract (``featurekit.method``) and the conformance kit. It grows
+#: by one with any change that can break a plugin. A plugin module declares the
+#: version it was written for as ``FEATUREKIT_API_VERSION = 1``; another number
+#: gets a warning naming the fix (docs/plugins.md).
 API_VERSION = 1
 
 _CORE = {
     "create": "featurekit.registry",
     "list_methods": "featurekit.registry",
     "list_backbones": "featurekit.registry",
+    "create_augmentation": "featurekit.registry",
+    "list_augmentations": "featurekit.registry",
     "reload_plugins": "featurekit.registry",
     "FeatureExtractor": "featurekit.base",
     "load": "featurekit.persistence",

@@ -8,8 +8,11 @@ method's (see :mod:`featurekit.method`).
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import warnings
+from collections.abc import Iterable
 from numbers import Integral, Real
 from typing import Any, Callable, Iterator
 
@@ -17,7 +20,7 @@ import numpy as np
 import torch
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
 from featurekit import assembly
@@ -67,6 +70,37 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "scale": [StrOptions({"auto"}), Interval(Real, 0, None, closed="neither")],
     "image_shape": [tuple, list, None],
 }
+
+
+@contextlib.contextmanager
+def _inference_mode(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
+    """No grad, and autocast to ``dtype`` on ``device`` when it is not None."""
+    with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
+                                         enabled=dtype is not None):
+        yield
+
+
+def _raw_format(X: Any, sample: torch.Tensor, image_shape: Any, channels: str) -> dict:
+    """How raw images were given (the ``layout``, ``flat`` and ``dtype`` of an InputSpec).
+
+    Arrays keep their layout (flattened rows with ``image_shape``); image files
+    and torch Datasets get numpy's image convention, (N, H, W) or (N, H, W, C).
+    ``sample`` is a raw batch: uint8 input stays uint8.
+    """
+    if image_shape is not None:
+        shape = (1, *image_shape)
+    elif isinstance(X, (list, tuple)) and X and not isinstance(X[0], (str, os.PathLike)):
+        shape = (len(X), *np.shape(X[0]))
+    elif hasattr(X, "shape") and not isinstance(X, torch.utils.data.Dataset):
+        shape = tuple(X.shape)
+    else:
+        shape = None
+    if shape is None:
+        layout = "none" if sample.shape[1] == 1 else "last"
+    else:
+        layout = inputs._layout(shape, channels)
+    return {"layout": layout, "flat": image_shape is not None,
+            "dtype": "uint8" if sample.dtype == torch.uint8 else "float32"}
 
 
 def store_params(estimator: Any, params: dict[str, Any]) -> None:
@@ -324,6 +358,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
             self.n_features_in_ = int(np.prod(source.sample_shape))
         sample = next(source.batches(np.arange(min(source.n, 512)), 512))
         config, spec, state = assembly.image_setup(self, source.sample_shape, sample, source.scale)
+        spec = dataclasses.replace(spec, **_raw_format(X, sample, self.image_shape, self.channels))
         self.backbone_config_, self.input_spec_ = config, spec
         return source, state
 
@@ -495,18 +530,114 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                       order: np.ndarray, modules: nn.ModuleDict | None = None
                       ) -> Iterator[np.ndarray]:
         """Yield ``fn(modules, x)`` as float32 arrays for ``source``'s samples in ``order``."""
-        modules = self.modules_ if modules is None else modules
-        device = assembly.resolve_device(self.device)
-        prep = Preprocessor(self.input_spec_, device, self._place(modules, device))
-        dtype = self._autocast(device)
-        modules.eval()  # the trainer switches back to train mode itself
+        spec = self.input_spec_
+        if spec.modality == "image" and source.scale != spec.scale:
+            # Float images in [0, 1] for a model fitted on uint8 ones, or the reverse.
+            spec = dataclasses.replace(spec, scale=source.scale)
+        modules, prep, dtype = self._inference_setup(modules, spec)
         for raw in source.batches(order, self.inference_batch_size, self.num_workers):
             # Entered per batch, not around the loop: grad mode and autocast are global
             # state, which a suspended generator must not leave switched for its caller.
-            with torch.no_grad(), torch.autocast(device.type, dtype=dtype or torch.float32,
-                                                  enabled=dtype is not None):
+            with _inference_mode(prep.device, dtype):
                 block = fn(modules, prep(raw)).float()
             yield block.cpu().numpy()
+
+    def _inference_setup(self, modules: nn.ModuleDict | None = None,
+                         spec: InputSpec | None = None
+                         ) -> tuple[nn.ModuleDict, Preprocessor, torch.dtype | None]:
+        """The modules placed on the device in eval mode, a preprocessor for ``spec`` (by
+        default the fitted one), and the autocast dtype."""
+        modules = self.modules_ if modules is None else modules
+        device = assembly.resolve_device(self.device)
+        prep = Preprocessor(spec or self.input_spec_, device, self._place(modules, device))
+        modules.eval()  # the trainer switches back to train mode itself
+        return modules, prep, self._autocast(device)
+
+    # -- helpers for verbs that output inputs (decoders, generators, translators) --
+    def _decode_rows(self, rows: Any, fn: Callable[[nn.ModuleDict, torch.Tensor], Any], *,
+                     n_columns: int, verb: str, random_state: Any = None) -> Any:
+        """Inputs made by ``fn`` from rows of codes (features, latent vectors), given back
+        like the input of ``fit``.
+
+        Parameters
+        ----------
+        rows : array-like of shape (n_samples, n_columns)
+            The codes; validated (finite numbers, ``n_columns`` of them per row).
+        fn : callable
+            ``fn(modules, z)`` maps a float32 batch of rows, on the device, to a
+            model-space batch of inputs, or a tuple of outputs: floating ones are
+            model-space batches, given back as inputs; others (boolean masks,
+            indices) are returned as they are. It runs in eval mode, without
+            grad, under the fit's autocast, in batches of ``inference_batch_size``.
+        n_columns : int
+            The number of columns ``rows`` must have.
+        verb : str
+            The public method calling, named in error messages.
+        random_state : int, RandomState instance or None, default=None
+            Seeds torch's RNG for the draws ``fn`` makes; the caller's RNG state
+            is left as it was.
+
+        Returns
+        -------
+        ndarray or tuple of ndarray
+            One array per output of ``fn``; inputs in the convention of the input
+            given to ``fit`` (:meth:`featurekit.preprocess.Preprocessor.inverse`).
+        """
+        check_is_fitted(self, "modules_")
+        rows = check_array(rows, dtype=np.float32, input_name="X")
+        if rows.shape[1] != n_columns:
+            raise InputError(f"X has {rows.shape[1]} columns, but {type(self).__name__}.{verb} "
+                             f"expects {n_columns} (one per component)")
+        size = self.inference_batch_size
+        batches = (torch.from_numpy(rows[i:i + size]) for i in range(0, len(rows), size))
+        return self._inverse_batches(batches, fn, lambda prep, z: z.to(prep.device),
+                                     random_state)
+
+    def _map_inputs(self, X: Any, fn: Callable[[nn.ModuleDict, torch.Tensor], Any], *,
+                    random_state: Any = None) -> Any:
+        """``fn`` over ``X``'s preprocessed batches, its outputs given back like ``X``
+        (reconstructions, translations).
+
+        ``X`` is validated as by ``transform``; ``fn(modules, x)`` maps a
+        preprocessed batch to a model-space batch (or a tuple of outputs), and
+        runs as in :meth:`_decode_rows`, which describes its outputs and
+        ``random_state``. Inputs come back in ``X``'s layout, scale and dtype
+        (images at the fitted size).
+        """
+        check_is_fitted(self, "modules_")
+        source = self._transform_inputs(X)
+        spec = self.input_spec_
+        if spec.modality == "image":
+            first = next(source.batches(np.arange(1), 1))
+            spec = dataclasses.replace(
+                spec, sample_shape=tuple(source.sample_shape), scale=source.scale,
+                **_raw_format(X, first, self.image_shape, self.channels))
+        batches = source.batches(np.arange(source.n), self.inference_batch_size,
+                                 self.num_workers)
+        return self._inverse_batches(batches, fn, lambda prep, raw: prep(raw), random_state,
+                                     spec)
+
+    def _inverse_batches(self, batches: Iterable[torch.Tensor],
+                         fn: Callable[[nn.ModuleDict, torch.Tensor], Any],
+                         prepare: Callable[[Preprocessor, torch.Tensor], torch.Tensor],
+                         random_state: Any, spec: InputSpec | None = None) -> Any:
+        """``fn(modules, prepare(prep, batch))`` per batch, under a forked torch RNG seeded
+        from ``random_state``; floating outputs mapped back by ``prep.inverse``."""
+        modules, prep, dtype = self._inference_setup(spec=spec)
+        device = prep.device
+        blocks = []
+        cuda = [device.index or 0] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(assembly.resolve_seed(random_state))
+            for batch in batches:
+                with _inference_mode(device, dtype):
+                    out = fn(modules, prepare(prep, batch))
+                outs = (out,) if isinstance(out, torch.Tensor) else tuple(out)
+                with torch.no_grad():
+                    blocks.append([(prep.inverse(o) if o.is_floating_point() else o).cpu().numpy()
+                                   for o in outs])
+        arrays = tuple(np.concatenate(column) for column in zip(*blocks))
+        return arrays[0] if len(arrays) == 1 else arrays
 
     def _eval_set_scorer(self, modules: nn.ModuleDict, device: torch.device):
         if self.eval_set is None:

@@ -157,7 +157,7 @@ def cli() -> None:
               help="Run the conformance kit on METHOD and print each check's result; "
                    "exit status 1 if any fails.")
 def plugins(check_name: str | None) -> None:
-    """List the installed methods, backbones, and plugins that failed to load.
+    """List the installed methods, backbones, augmentations, and plugins that failed.
 
     With --check METHOD, run featurekit's conformance kit (featurekit.testing)
     on that method instead: tiny fits on CPU, a few seconds per check.
@@ -170,16 +170,24 @@ def plugins(check_name: str | None) -> None:
         return
     registry = get_registry()
     methods = [{"method": m.name, "family": m.family, "package": m.distribution,
-                "version": m.version} for _, m in sorted(registry.methods.items())]
+                "version": m.version, "api": "-" if m.source.api is None else m.source.api}
+               for _, m in sorted(registry.methods.items())]
     backbones = [{"backbone": b.name, "modality": b.modality,
                   "pretrained weights": ", ".join(b.pretrained) or "-",
                   "package": b.source.distribution} for _, b in sorted(registry.backbones.items())]
-    click.echo(f"Methods\n\n{format_table(methods) or '(none installed)'}\n")
-    click.echo(f"Backbones\n\n{format_table(backbones) or '(none installed)'}")
-    if registry.failures:
-        failed = [{"plugin": f.plugin, "package": f.distribution, "error": f.error}
-                  for f in registry.failures]
-        click.echo(f"\nPlugins that failed to load\n\n{format_table(failed)}")
+    augmentations = [{"augmentation": a.name, "modality": a.modality,
+                      "package": a.source.distribution, "description": a.description}
+                     for _, a in sorted(registry.augmentations.items())]
+    click.echo(f"Methods (featurekit {featurekit.__version__}, plugin API "
+               f"{featurekit.API_VERSION})\n\n{format_table(methods) or '(none installed)'}\n")
+    click.echo(f"Backbones\n\n{format_table(backbones) or '(none installed)'}\n")
+    click.echo(f"Augmentations\n\n{format_table(augmentations) or '(none installed)'}")
+    for title, rows in (("Plugins that failed to load", registry.failures),
+                        ("Plugins loaded with a warning", registry.notices)):
+        if rows:
+            table = [{"plugin": f.plugin, "package": f.distribution, "problem": f.error}
+                     for f in rows]
+            click.echo(f"\n{title}\n\n{format_table(table)}")
 
 
 def _check(name: str) -> None:
@@ -410,8 +418,9 @@ def demo(quick: bool, output_dir: str) -> None:
 
 # -- plugin commands and the entry point -----------------------------------------------
 
-# index, search and cluster: imported here, before the built-ins are recorded.
+# index, search, cluster and plot: imported here, before the built-ins are recorded.
 from featurekit import cli_search  # noqa: E402,F401
+from featurekit import cli_plot  # noqa: E402,F401
 
 _BUILTIN_COMMANDS = dict(cli.commands)
 

@@ -35,6 +35,11 @@ def featurekit_register_backbones(registry: Registry) -> None:
 
 
 @hookspec
+def featurekit_register_augmentations(registry: Registry) -> None:
+    """Register augmentation factories with ``registry.add_augmentation(name, factory, ...)``."""
+
+
+@hookspec
 def featurekit_register_commands(cli: click.Group) -> None:
     """Add click commands to the ``featurekit`` command-line group."""
 

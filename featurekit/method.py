@@ -28,6 +28,10 @@ verbs : tuple of str
 momentum_modules : tuple of str
     Keys of ``build``'s ModuleDict updated without gradients (EMA targets);
     the conformance kit checks they get no gradient and do move.
+tiny_params : dict, optional
+    ``{modality: {param: value}}``: the conformance kit's small configuration
+    where its default (a 4-channel ``small_cnn``, a 32-unit ``mlp``) does not
+    fit the method, e.g. MAE's one-block ViT.
 
 Hooks
 -----
@@ -55,9 +59,16 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 import torch
+from sklearn.utils._param_validation import Interval, StrOptions
 from torch import nn
 
 from featurekit.exceptions import PluginError
+
+#: sklearn's parameter-constraint types, re-exported so that a plugin's
+#: ``_parameter_constraints`` need not import a private sklearn module:
+#: ``from featurekit.method import Interval, StrOptions``.
+__all__ = ["Batch", "BuildSpec", "Interval", "OptimizerSpec", "StrOptions",
+           "check_method_class"]
 
 Y_USAGES = ("ignored", "target", "metadata")
 OPTIMIZERS = ("sgd", "adam", "adamw")

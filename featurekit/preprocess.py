@@ -4,6 +4,10 @@ Images: scale to [0, 1], repeat grey to RGB when pretrained weights need it,
 resize to the working size, then (after any augmentation) normalize with the
 per-channel mean and std. Tabular rows: standardize with the fitted mean and
 scale. Kept apart from the method so a method never sees raw data.
+
+:meth:`Preprocessor.inverse` goes the other way, for methods that output
+inputs (decoders, generators): a model-space batch back to the convention of
+the data given to ``fit`` (its size, channels, layout, scale and dtype).
 """
 
 from __future__ import annotations
@@ -16,7 +20,17 @@ from torch.nn import functional as F
 
 @dataclass
 class InputSpec:
-    """The fitted description of the input; JSON-serializable (saved with a model)."""
+    """The fitted description of the input; JSON-serializable (saved with a model).
+
+    ``sample_shape`` is one raw sample as ``(C, H, W)`` (or ``(n_features,)``),
+    ``working_shape`` what the backbone takes, ``scale`` the divisor that maps
+    raw pixel values into [0, 1], ``mean`` and ``std`` the normalization.
+    ``layout``, ``flat`` and ``dtype`` record how raw images were given: the
+    channel axis (``"none"`` for (N, H, W), ``"first"`` for (N, C, H, W),
+    ``"last"`` for (N, H, W, C)), whether ``image_shape=`` flattened them into
+    rows, and ``"uint8"`` or ``"float32"``; outputs go back the same way
+    (:meth:`Preprocessor.inverse`).
+    """
 
     modality: str
     sample_shape: tuple[int, ...]
@@ -24,14 +38,20 @@ class InputSpec:
     working_shape: tuple[int, ...]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    layout: str = "first"
+    flat: bool = False
+    dtype: str = "float32"
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> InputSpec:
+        # Models saved before layout, flat and dtype were recorded get the defaults.
         return cls(d["modality"], tuple(d["sample_shape"]), float(d["scale"]),
-                   tuple(d["working_shape"]), tuple(d["mean"]), tuple(d["std"]))
+                   tuple(d["working_shape"]), tuple(d["mean"]), tuple(d["std"]),
+                   d.get("layout", "first"), bool(d.get("flat", False)),
+                   d.get("dtype", "float32"))
 
 
 class Preprocessor:
@@ -70,3 +90,55 @@ class Preprocessor:
 
     def __call__(self, raw: torch.Tensor) -> torch.Tensor:
         return self.finish(self.base(raw))
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Model-space batch -> the raw input's convention, on the device.
+
+        The inverse of ``__call__`` as far as it can be: images are
+        un-normalized, clipped to [0, 1], averaged back to one channel if grey
+        input was repeated to RGB, resized back to the fitted sample size,
+        multiplied by the input's scale (rounded to uint8 for uint8 input) and
+        laid out as the input was ((N, H, W), (N, H, W, C) or (N, C, H, W),
+        or flattened rows with ``image_shape=``). Tabular rows are
+        un-standardized.
+
+        Parameters
+        ----------
+        x : Tensor of shape (n, *working_shape)
+            What a decoder or generator outputs: a batch in the space of the
+            backbone's input (normalized images, standardized rows).
+
+        Returns
+        -------
+        Tensor
+            uint8 or float32, shaped like ``n`` raw samples given to ``fit``.
+
+        Examples
+        --------
+        >>> import torch
+        >>> spec = InputSpec("image", (1, 4, 4), 255.0, (1, 8, 8), (0.5,), (0.25,),
+        ...                  layout="none", dtype="uint8")
+        >>> prep = Preprocessor(spec, torch.device("cpu"))
+        >>> raw = torch.full((2, 1, 4, 4), 200, dtype=torch.uint8)
+        >>> back = prep.inverse(prep(raw))
+        >>> back.shape, back.dtype, int(back[0, 0, 0])
+        (torch.Size([2, 4, 4]), torch.uint8, 200)
+        """
+        x = x.float() * self.std + self.mean
+        if self.spec.modality != "image":
+            return x
+        c, h, w = self.spec.sample_shape
+        x = x.clamp(0.0, 1.0)
+        if x.shape[1] != c:  # grey input repeated to RGB for the backbone
+            x = x.mean(dim=1, keepdim=True)
+        if tuple(x.shape[-2:]) != (h, w):
+            x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True,
+                              align_corners=False).clamp_(0.0, 1.0)
+        x = x * self.spec.scale
+        if self.spec.dtype == "uint8":
+            x = x.round_().to(torch.uint8)
+        if self.spec.layout == "none":
+            x = x[:, 0]
+        elif self.spec.layout == "last":
+            x = x.permute(0, 2, 3, 1)
+        return x.reshape(len(x), -1) if self.spec.flat else x.contiguous()

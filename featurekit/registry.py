@@ -29,11 +29,13 @@ class PluginWarning(UserWarning):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a registered item comes from: a distribution and its version."""
+    """Where a registered item comes from: a distribution, its version, and the
+    plugin API version it declares (None when it declares none)."""
 
     distribution: str
     version: str
     plugin: str
+    api: int | None = None
 
     def __str__(self) -> str:
         return f"{self.distribution} {self.version} (plugin {self.plugin!r})"
@@ -75,6 +77,21 @@ class BackboneInfo:
 
 
 @dataclass(frozen=True)
+class AugmentationInfo:
+    """A registered augmentation.
+
+    ``factory(**kwargs)`` returns a callable ``op(x, generator) -> Tensor``
+    (see :mod:`featurekit.data.augment`) for batches of ``modality``.
+    """
+
+    name: str
+    factory: Callable[..., Any]
+    modality: str
+    description: str
+    source: Source
+
+
+@dataclass(frozen=True)
 class Failure:
     """A plugin (or one of its registrations) that failed, and why."""
 
@@ -90,7 +107,10 @@ class Registry:
     plugin_manager: pluggy.PluginManager
     methods: dict[str, MethodInfo] = field(default_factory=dict)
     backbones: dict[str, BackboneInfo] = field(default_factory=dict)
+    augmentations: dict[str, AugmentationInfo] = field(default_factory=dict)
     failures: list[Failure] = field(default_factory=list)
+    #: Plugins that loaded, with something to fix (an API version mismatch).
+    notices: list[Failure] = field(default_factory=list)
     conflicts: dict[str, list[Source]] = field(default_factory=dict)
     _current: Source | None = None
 
@@ -117,9 +137,24 @@ class Registry:
         if modality not in ("image", "tabular", "audio"):
             raise PluginError(f"backbone {name!r}: modality must be 'image', 'tabular' or "
                               f"'audio'; got {modality!r}")
+        if not callable(factory):
+            raise PluginError(f"backbone {name!r}: the factory must be callable; "
+                              f"got {type(factory).__name__}")
         info = BackboneInfo(name, factory, modality, int(min_input_size), tuple(pretrained),
                             description, self._source())
         self._add(self.backbones, name, "backbone", info)
+
+    def add_augmentation(self, name: str, factory: Callable[..., Any], *,
+                         modality: str = "image", description: str = "") -> None:
+        """Register an augmentation factory under ``name`` (see :class:`AugmentationInfo`)."""
+        if modality not in ("image", "tabular", "audio"):
+            raise PluginError(f"augmentation {name!r}: modality must be 'image', 'tabular' or "
+                              f"'audio'; got {modality!r}")
+        if not callable(factory):
+            raise PluginError(f"augmentation {name!r}: the factory must be callable; "
+                              f"got {type(factory).__name__}")
+        info = AugmentationInfo(name, factory, modality, description, self._source())
+        self._add(self.augmentations, name, "augmentation", info)
 
     # -- internals -----------------------------------------------------------
     def _source(self) -> Source:
@@ -156,6 +191,12 @@ class Registry:
             raise UnknownNameError(_unknown("backbone", name, self.backbones))
         return self.backbones[name]
 
+    def augmentation(self, name: str) -> AugmentationInfo:
+        self._check_conflict("augmentation", name)
+        if name not in self.augmentations:
+            raise UnknownNameError(_unknown("augmentation", name, self.augmentations))
+        return self.augmentations[name]
+
 
 def _unknown(kind: str, name: str, known: dict) -> str:
     close = difflib.get_close_matches(name.lower(), list(known), n=3, cutoff=0.5)
@@ -174,7 +215,8 @@ def make_plugin_manager() -> pluggy.PluginManager:
 _runtime_plugins: list[tuple[object, str]] = []
 
 
-def _load_entry_points(pm: pluggy.PluginManager, failures: list[Failure]) -> dict[str, Source]:
+def _load_entry_points(pm: pluggy.PluginManager, failures: list[Failure],
+                       notices: list[Failure]) -> dict[str, Source]:
     sources: dict[str, Source] = {}
     for ep in importlib.metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "<unknown>"
@@ -185,8 +227,29 @@ def _load_entry_points(pm: pluggy.PluginManager, failures: list[Failure]) -> dic
         except Exception as exc:  # one bad plugin must not stop the others
             failures.append(Failure(ep.name, dist, f"{type(exc).__name__}: {exc}"))
             continue
-        sources[f"{dist}:{ep.name}"] = Source(dist, version, ep.name)
+        source = Source(dist, version, ep.name, getattr(plugin, "FEATUREKIT_API_VERSION", None))
+        problem = api_mismatch(source)
+        if problem:
+            notices.append(Failure(ep.name, dist, problem))
+        sources[f"{dist}:{ep.name}"] = source
     return sources
+
+
+def api_mismatch(source: Source) -> str | None:
+    """What is wrong with the plugin API version ``source`` declares, if anything."""
+    from featurekit import API_VERSION as ours
+    from featurekit import __version__
+
+    api = source.api
+    if api is None or api == ours:
+        return None
+    if not isinstance(api, int) or isinstance(api, bool) or api < 1:
+        return (f"declares FEATUREKIT_API_VERSION = {api!r}, which must be a positive int; "
+                f"featurekit {__version__} provides API {ours}")
+    fix = (f"upgrade featurekit to one providing API {api}" if api > ours else
+           f"upgrade {source.distribution}, or install a featurekit that provides API {api}")
+    return (f"is written for featurekit plugin API {api}, but featurekit {__version__} "
+            f"provides API {ours}; it may fail in use: {fix}")
 
 
 def _call_each(host: Registry, hook_name: str, sources: dict[str, Source], **kwargs) -> None:
@@ -208,18 +271,26 @@ def _call_each(host: Registry, hook_name: str, sources: dict[str, Source], **kwa
 def get_registry() -> Registry:
     """Discover the installed plugins once and return what they registered."""
     failures: list[Failure] = []
+    notices: list[Failure] = []
     pm = make_plugin_manager()
-    sources = _load_entry_points(pm, failures)
+    sources = _load_entry_points(pm, failures, notices)
     for plugin, name in _runtime_plugins:
         pm.register(plugin, name=name)
-        sources[name] = Source("<runtime>", "", name)
-    registry = Registry(pm, failures=failures)
+        sources[name] = Source("<runtime>", "", name,
+                               getattr(plugin, "FEATUREKIT_API_VERSION", None))
+        if api_mismatch(sources[name]):
+            notices.append(Failure(name, "<runtime>", api_mismatch(sources[name])))
+    registry = Registry(pm, failures=failures, notices=notices)
     _call_each(registry, "featurekit_register_backbones", sources, registry=registry)
+    _call_each(registry, "featurekit_register_augmentations", sources, registry=registry)
     _call_each(registry, "featurekit_register_methods", sources, registry=registry)
     for failure in registry.failures:
         warnings.warn(f"featurekit plugin {failure.plugin!r} from package "
                       f"{failure.distribution!r} failed and was skipped: {failure.error}",
                       PluginWarning, stacklevel=2)
+    for notice in registry.notices:
+        warnings.warn(f"featurekit plugin {notice.plugin!r} from package "
+                      f"{notice.distribution!r} {notice.error}", PluginWarning, stacklevel=2)
     return registry
 
 
@@ -256,6 +327,26 @@ def list_methods(pattern: str = "*") -> list[dict[str, str]]:
     return [
         {"name": m.name, "family": m.family, "distribution": m.distribution, "version": m.version}
         for name, m in sorted(get_registry().methods.items())
+        if fnmatch.fnmatch(name, pattern)
+    ]
+
+
+def create_augmentation(name: str, **params: Any):
+    """Build the augmentation registered as ``name``: a callable ``op(x, generator)``.
+
+    >>> import featurekit
+    >>> featurekit.create_augmentation("random_horizontal_flip", p=0.5)
+    RandomHorizontalFlip(p=0.5)
+    """
+    return get_registry().augmentation(name).factory(**params)
+
+
+def list_augmentations(pattern: str = "*") -> list[dict[str, str]]:
+    """The installed augmentations (name, modality, distribution, description)."""
+    return [
+        {"name": name, "modality": a.modality, "distribution": a.source.distribution,
+         "description": a.description}
+        for name, a in sorted(get_registry().augmentations.items())
         if fnmatch.fnmatch(name, pattern)
     ]
 

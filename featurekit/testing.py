@@ -65,11 +65,19 @@ def tiny_data(modality: str) -> tuple[Any, np.ndarray]:
 
 
 def tiny(estimator: FeatureExtractor, modality: str = "image") -> FeatureExtractor:
-    """A clone configured to be fast: tiny backbone, 2 epochs, batch 16, CPU, seeded."""
+    """A clone configured to be fast: tiny backbone, 2 epochs, batch 16, CPU, seeded.
+
+    The backbone is a 4-channel ``small_cnn`` for images and a 32-unit ``mlp``
+    for tables, unless the method's class declares its own small
+    configuration in ``tiny_params = {modality: {param: value}}`` (MAE needs a
+    ViT, say); those parameters replace the defaults for that modality.
+    """
     backbone, kwargs = ("small_cnn", {"width": 4}) if modality == "image" else ("mlp", {"hidden": (32,)})
-    return clone(estimator).set_params(
-        backbone=backbone, backbone_kwargs=kwargs, max_epochs=2, batch_size=16, device="cpu",
-        random_state=0, verbose=0, num_workers=0, checkpoint_dir=None)
+    own = getattr(type(estimator), "tiny_params", {}).get(modality, {})
+    return clone(estimator).set_params(**{
+        "backbone": backbone, "backbone_kwargs": kwargs, **own, "max_epochs": 2,
+        "batch_size": 16, "device": "cpu", "random_state": 0, "verbose": 0, "num_workers": 0,
+        "checkpoint_dir": None})
 
 
 def _fit(est: FeatureExtractor, X: Any, y: Any) -> FeatureExtractor:
@@ -315,8 +323,34 @@ def check_resume(est: FeatureExtractor) -> None:
         "modules, buffers or extra_state() so checkpoints capture it")
 
 
+def _like_input(out: Any, X: np.ndarray, shape: tuple[int, ...], verb: str) -> None:
+    """``out`` is an ndarray of ``shape`` in ``X``'s conventions: integer pixels stay
+    ``X``'s integer dtype, float input gives float output; every value finite."""
+    assert isinstance(out, np.ndarray), f"{verb} returned {type(out).__name__}; return an ndarray"
+    assert out.shape == shape, f"{verb} returned shape {out.shape}; expected {shape}"
+    if np.issubdtype(X.dtype, np.integer):
+        assert out.dtype == X.dtype, (
+            f"{verb} returned {out.dtype} for {X.dtype} input; return the input's dtype "
+            "(round and clip images back to its range)")
+    else:
+        assert np.issubdtype(out.dtype, np.floating), (
+            f"{verb} returned {out.dtype} for float input; return floats")
+    assert np.isfinite(out).all(), f"{verb} returned NaN or inf"
+
+
 def check_verbs(est: FeatureExtractor) -> None:
-    """Each declared verb works on the tiny data."""
+    """Each declared verb works on the tiny data and returns what its contract says.
+
+    - ``predict(X)``: one known label per row; ``predict_proba(X)``: rows summing to 1.
+    - ``inverse_transform(features)``: inputs shaped and typed like ``X`` (as PCA's);
+      features of the wrong width raise ``ValueError``.
+    - ``reconstruct(X)``: ``X``'s shape and dtype.
+    - ``sample(n_samples, random_state=...)``: ``n_samples`` inputs, the same twice
+      for the same seed.
+    - ``translate(X, to=domain)``: for each domain in ``domain_shapes_``, images of
+      that domain's shape.
+    - ``recombine(content_of=X1, style_of=X2)``: inputs shaped like ``X1``.
+    """
     modality = _modality(est)
     X, y = tiny_data(modality)
     model = _fit(tiny(est, modality), X, y)
@@ -332,8 +366,31 @@ def check_verbs(est: FeatureExtractor) -> None:
             np.testing.assert_allclose(proba.sum(axis=1), 1, rtol=1e-4,
                                        err_msg="predict_proba rows must sum to 1")
         elif verb == "inverse_transform":
-            back = fn(model.transform(X))
-            assert back.shape[0] == len(X), f"inverse_transform returned shape {back.shape}"
+            features = model.transform(X)
+            _like_input(fn(features), X, X.shape, verb)
+            try:
+                fn(features[:, :-1])
+            except ValueError:
+                pass
+            else:
+                raise AssertionError("inverse_transform accepted features of the wrong width; "
+                                     "raise ValueError naming the expected number")
+        elif verb == "reconstruct":
+            _like_input(fn(X), X, X.shape, verb)
+        elif verb == "sample":
+            first = fn(5, random_state=0)
+            _like_input(first, X, (5, *X.shape[1:]), verb)
+            assert np.array_equal(first, fn(5, random_state=0)), (
+                "sample(n, random_state=0) differs between calls; draw from a generator "
+                "seeded by random_state")
+        elif verb == "translate":
+            shapes = getattr(model, "domain_shapes_", None)
+            assert isinstance(shapes, dict) and shapes, (
+                "a method with translate must set domain_shapes_ = {domain: sample shape}")
+            for domain, shape in shapes.items():
+                _like_input(fn(X[:6], to=domain), X, (6, *shape), f"translate(to={domain!r})")
+        elif verb == "recombine":
+            _like_input(fn(content_of=X[:6], style_of=X[6:12]), X, X[:6].shape, verb)
         else:
             assert callable(fn), f"verb {verb!r} is not callable"
 

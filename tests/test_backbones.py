@@ -255,3 +255,14 @@ def test_weights_preprocessing():
         backbones.weights_preprocessing("alexnet", "nope")
     with pytest.raises(ParameterError, match="not a torchvision architecture"):
         backbones.weights_preprocessing("small_cnn", "DEFAULT")
+
+
+def test_vit_size_overrides():
+    module = _build(REGISTRY.backbones["vit_tiny"], in_channels=1, input_size=8, num_layers=2,
+                    num_heads=2, hidden_dim=16, mlp_dim=32)
+    assert (len(module.encoder.layers), module.hidden_dim, module.out_features) == (2, 16, 16)
+    _run(module, torch.randn(2, 1, 8, 8))
+    with pytest.raises(ParameterError, match="'hidden_dim'.*multiple of num_heads=4"):
+        _build(REGISTRY.backbones["vit_tiny"], hidden_dim=30, num_heads=4)
+    with pytest.raises(ParameterError, match="'num_layers'"):
+        _build(REGISTRY.backbones["vit_tiny"], num_layers=0)

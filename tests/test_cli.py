@@ -139,6 +139,31 @@ def test_plugins_lists_failed_plugins(runner, plugins):
     assert "cannot import torch.flux" in result.output and "cli-failing" in result.output
 
 
+class FuturePlugin:
+    FEATUREKIT_API_VERSION = 7
+
+    @hookimpl
+    def featurekit_register_augmentations(self, registry):
+        registry.add_augmentation("shuffle_rows", lambda: None, modality="tabular",
+                                  description="a test augmentation")
+
+
+def test_plugins_lists_augmentations_api_versions_and_warnings(runner, plugins):
+    plugins(FuturePlugin(), "cli-future")
+    with pytest.warns(PluginWarning, match="cli-future.*plugin API 7"):
+        group = get_cli()
+    result = invoke(runner, group, ["plugins"])
+    assert result.exit_code == 0, result.output
+    assert f"plugin API {featurekit.API_VERSION})" in result.output
+    methods, backbones, augmentations, notices = tables(result.output)
+    assert {row["api"] for row in methods} == {str(featurekit.API_VERSION)}
+    assert {"augmentation": "shuffle_rows", "modality": "tabular", "package": "<runtime>",
+            "description": "a test augmentation"} in augmentations
+    assert "random_resized_crop" in {row["augmentation"] for row in augmentations}
+    assert "Plugins loaded with a warning" in result.output
+    assert notices[0]["plugin"] == "cli-future" and "upgrade featurekit" in notices[0]["problem"]
+
+
 def test_fit_saves_a_model_that_loads(model):
     path, output = model
     assert path.is_file()

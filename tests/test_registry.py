@@ -268,6 +268,104 @@ def featurekit_register_methods(registry):
     assert_builtins_work()
 
 
+# -- API versions and augmentations ----------------------------------------------------------
+
+def test_builtin_plugins_declare_the_current_api():
+    sources = [m.source for m in get_registry().methods.values()]
+    sources += [b.source for b in get_registry().backbones.values()]
+    sources += [a.source for a in get_registry().augmentations.values()]
+    assert {s.api for s in sources} == {featurekit.API_VERSION}
+    assert get_registry().notices == []
+
+
+@pytest.mark.parametrize("declared, message", [
+    ("FEATUREKIT_API_VERSION = 99", "is written for featurekit plugin API 99, but featurekit "
+                                    "0.1.0 provides API 1.*upgrade featurekit"),
+    ("FEATUREKIT_API_VERSION = 0", "declares FEATUREKIT_API_VERSION = 0, which must be a "
+                                   "positive int"),
+    ("FEATUREKIT_API_VERSION = '1'", "declares FEATUREKIT_API_VERSION = '1', which must"),
+], ids=["newer", "zero", "string"])
+def test_api_version_mismatch_warns_and_the_plugin_still_loads(fake_plugins, declared, message):
+    fake_plugins.add("future", f"""
+        from featurekit.hookspecs import hookimpl
+        from featurekit_contrastive import SimCLR
+
+        {declared}
+
+        class FutureMethod(SimCLR):
+            name = "futuremethod"
+
+        @hookimpl
+        def featurekit_register_methods(registry):
+            registry.add_method(FutureMethod)
+    """, distribution="fk-future")
+    with pytest.warns(PluginWarning, match=f"'future' from package 'fk-future' {message}"):
+        reload_plugins()
+    [notice] = get_registry().notices
+    assert notice.distribution == "fk-future" and get_registry().failures == []
+    assert type(featurekit.create("futuremethod")).__name__ == "FutureMethod"
+    assert_builtins_work()
+
+
+def test_older_api_names_the_plugin_upgrade(fake_plugins, monkeypatch):
+    fake_plugins.add("old", "FEATUREKIT_API_VERSION = 2", distribution="fk-old")
+    with monkeypatch.context() as patch, pytest.warns(PluginWarning) as record:
+        patch.setattr(featurekit, "API_VERSION", 3)
+        reload_plugins()
+    [message] = [str(w.message) for w in record if "fk-old" in str(w.message)]
+    assert "API 2, but featurekit 0.1.0 provides API 3" in message
+    assert "upgrade fk-old, or install a featurekit that provides API 2" in message
+
+
+AUGMENTATION_PLUGIN = """
+    import torch
+    from featurekit.hookspecs import hookimpl
+
+    FEATUREKIT_API_VERSION = 1
+
+    class Invert:
+        def __call__(self, x, generator):
+            return 1 - x
+
+    @hookimpl
+    def featurekit_register_augmentations(registry):
+        registry.add_augmentation("invert", Invert, description="1 - x")
+        registry.add_augmentation("random_solarize", Invert)  # taken by featurekit
+"""
+
+
+def test_plugin_augmentations_register_and_build_by_name(fake_plugins):
+    fake_plugins.add("augs", AUGMENTATION_PLUGIN, distribution="fk-augs")
+    with pytest.warns(PluginWarning, match="augmentation name 'random_solarize'.*fk-augs"):
+        reload_plugins()
+    [row] = featurekit.list_augmentations("inv*")
+    assert row == {"name": "invert", "modality": "image", "distribution": "fk-augs",
+                   "description": "1 - x"}
+    op = featurekit.create_augmentation("invert")
+    x = torch.rand(2, 3, 4, 4)
+    assert torch.equal(op(x, torch.Generator()), 1 - x)
+    with pytest.raises(DuplicateNameError, match="random_solarize.*fk-augs"):
+        featurekit.create_augmentation("random_solarize")
+    with pytest.raises(UnknownNameError, match="Did you mean 'invert'"):
+        featurekit.create_augmentation("inverts")
+    flip = featurekit.create_augmentation("random_horizontal_flip", p=1.0)
+    assert torch.equal(flip(x, torch.Generator()), x.flip(-1))
+
+
+def test_augmentation_with_unknown_modality_is_reported(fake_plugins):
+    fake_plugins.add("badaug", """
+        from featurekit.hookspecs import hookimpl
+
+        @hookimpl
+        def featurekit_register_augmentations(registry):
+            registry.add_augmentation("wobble", lambda: None, modality="video")
+    """, distribution="fk-badaug")
+    with pytest.warns(PluginWarning, match="fk-badaug.*modality must be 'image'"):
+        reload_plugins()
+    assert "wobble" not in get_registry().augmentations
+    assert_builtins_work()
+
+
 # -- runtime plugins and the epoch hook ----------------------------------------------------------
 
 class ToyMethod(FeatureExtractor):

@@ -32,6 +32,9 @@ from featurekit.backbones._common import pretrained_names, resolve_weights
 from featurekit.exceptions import ParameterError
 from featurekit.hookspecs import hookimpl
 
+#: The featurekit plugin API this plugin is written for (see docs/plugins.md).
+FEATUREKIT_API_VERSION = 1
+
 if TYPE_CHECKING:  # pragma: no cover
     from typing import Callable
 

@@ -20,6 +20,7 @@ from torch import nn
 from torchvision.models import VisionTransformer
 
 from featurekit.backbones._common import check_int, no_pretrained, strict_kwargs
+from featurekit.exceptions import ParameterError
 
 # (num_layers, num_heads, hidden_dim, mlp_dim) as in DeiT.
 SIZES = {
@@ -40,7 +41,9 @@ def default_patch_size(input_size: int, small_stem: bool) -> int:
 
 @strict_kwargs
 def vit(arch: str, *, in_channels: int = 3, input_size: int = 224, small_stem: bool = False,
-        weights: str | None = None, patch_size: int | None = None) -> VisionTransformer:
+        weights: str | None = None, patch_size: int | None = None,
+        num_layers: int | None = None, num_heads: int | None = None,
+        hidden_dim: int | None = None, mlp_dim: int | None = None) -> VisionTransformer:
     """Build a torchvision ``VisionTransformer`` returning its class-token features.
 
     Parameters
@@ -62,12 +65,17 @@ def vit(arch: str, *, in_channels: int = 3, input_size: int = 224, small_stem: b
         weights.
     patch_size : int or None, default=None
         Override the patch size chosen from ``input_size`` and ``small_stem``.
+    num_layers, num_heads, hidden_dim, mlp_dim : int or None, default=None
+        Override the size of ``arch`` (depth, attention heads, token width,
+        MLP width), e.g. a 2-layer, 64-d ViT for quick CPU runs and tests.
+        ``hidden_dim`` must be a multiple of ``num_heads``.
 
     Returns
     -------
     torchvision.models.VisionTransformer
         ``forward`` maps ``(n, in_channels, input_size, input_size)`` to
-        ``(n, out_features)``; ``out_features`` is 192 (tiny) or 384 (small).
+        ``(n, out_features)``; ``out_features`` is ``hidden_dim``: 192 (tiny) or 384
+        (small) unless overridden.
     """
     in_channels = check_int(in_channels, "in_channels", arch)
     input_size = check_int(input_size, "input_size", arch)
@@ -75,7 +83,15 @@ def vit(arch: str, *, in_channels: int = 3, input_size: int = 224, small_stem: b
         patch_size = default_patch_size(input_size, small_stem)
     patch_size = check_int(patch_size, "patch_size", arch)
     no_pretrained(arch, weights)
-    num_layers, num_heads, hidden_dim, mlp_dim = SIZES[arch]
+    given = {"num_layers": num_layers, "num_heads": num_heads, "hidden_dim": hidden_dim,
+             "mlp_dim": mlp_dim}
+    num_layers, num_heads, hidden_dim, mlp_dim = (
+        default if value is None else check_int(value, name, arch)
+        for (name, value), default in zip(given.items(), SIZES[arch]))
+    if hidden_dim % num_heads:
+        raise ParameterError(
+            f"The 'hidden_dim' parameter of backbone {arch!r} must be a multiple of "
+            f"num_heads={num_heads}. Got {hidden_dim} instead.")
     image_size = math.ceil(input_size / patch_size) * patch_size
     model = VisionTransformer(image_size, patch_size, num_layers=num_layers,
                               num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim)

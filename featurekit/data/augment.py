@@ -37,6 +37,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from featurekit.exceptions import ParameterError
+from featurekit.hookspecs import hookimpl
+
+#: The featurekit plugin API this plugin is written for (see docs/plugins.md).
+FEATUREKIT_API_VERSION = 1
 
 __all__ = [
     "ColorJitter",
@@ -655,3 +659,27 @@ def image_recipe(
     if solarize_p != 0:
         ops.append(RandomSolarize(0.5, p=solarize_p))
     return Compose(ops)
+
+
+# --------------------------------------------------------------------------
+# registration: the built-in ops, by name, beside those of plugins
+
+
+@hookimpl
+def featurekit_register_augmentations(registry) -> None:
+    """featurekit's own ops, registered through the hook plugins use too (the
+    ``augmentations`` entry point in pyproject.toml)."""
+    image_ops = {
+        "random_resized_crop": (RandomResizedCrop, "crop a random area and aspect, resize"),
+        "random_horizontal_flip": (RandomHorizontalFlip, "mirror left-right"),
+        "color_jitter": (ColorJitter, "random brightness, contrast, saturation and hue"),
+        "random_grayscale": (RandomGrayscale, "convert to grey (kept as 3 channels)"),
+        "gaussian_blur": (GaussianBlur, "blur with a random sigma"),
+        "random_solarize": (RandomSolarize, "invert pixels above a threshold"),
+        "image_recipe": (image_recipe, "SimCLR's default views: crop, flip, jitter, grey"),
+        "compose": (Compose, "apply a list of ops in turn (ops=[...])"),
+    }
+    for name, (factory, description) in image_ops.items():
+        registry.add_augmentation(name, factory, modality="image", description=description)
+    registry.add_augmentation("feature_corruption", FeatureCorruption, modality="tabular",
+                              description="replace features by other rows' values, add noise")

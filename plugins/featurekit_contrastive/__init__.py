@@ -8,6 +8,9 @@ from featurekit_contrastive.moco import MoCoV2
 from featurekit_contrastive.simclr import SimCLR
 from featurekit_contrastive.simsiam import SimSiam
 
+#: The featurekit plugin API this plugin is written for (see docs/plugins.md).
+FEATUREKIT_API_VERSION = 1
+
 __all__ = ["BYOL", "MoCoV2", "SimCLR", "SimSiam"]
 
 

@@ -7,6 +7,9 @@ from featurekit.hookspecs import hookimpl
 from featurekit_supervised.pretrained import Pretrained
 from featurekit_supervised.supervised import Supervised
 
+#: The featurekit plugin API this plugin is written for (see docs/plugins.md).
+FEATUREKIT_API_VERSION = 1
+
 __all__ = ["Pretrained", "Supervised"]
 
 
