@@ -218,7 +218,9 @@ def fit(method: str, data: str, model: str, backbone: str | None, max_epochs: in
     DATA is an .npz with an array 'x' (and labels 'y'), a folder of images
     (one sub-folder per class gives labels), or a .txt list of image paths
     (optionally '<path><TAB><label>'). Labels are used only by methods that
-    learn from them (supervised). Tables need a tabular backbone
+    learn from them: as targets (supervised), or as the one metadata
+    argument of a method that takes one (cyclegan's domains=). Tables need a
+    tabular backbone
     (--backbone mlp). Example:
 
     \b
@@ -236,14 +238,20 @@ def fit(method: str, data: str, model: str, backbone: str | None, max_epochs: in
     if loaded.modality == "audio" and "audio" not in est.modalities:
         raise click.UsageError(f"DATA holds audio, which {method} does not support yet (it "
                                f"takes {', '.join(est.modalities)} data)")
-    y = None
+    y, metadata = None, {}
     if est.y_usage == "target":
         if loaded.y is None:
             raise click.UsageError(f"{method} learns from labels, and DATA has none; "
                                    f"{LABELS_HELP}")
         y = loaded.y
+    elif est.y_usage == "metadata":  # DATA's labels are the one metadata argument
+        wanted = ", ".join(f"{name}=" for name in est.metadata_args)
+        if loaded.y is None or len(est.metadata_args) != 1:
+            raise click.UsageError(f"{method} learns from {wanted} labels, given as DATA's "
+                                   f"labels, and DATA has none; {LABELS_HELP}")
+        metadata = {est.metadata_args[0]: loaded.y}
     started = time.perf_counter()
-    est.fit(loaded.X, y)
+    est.fit(loaded.X, y, **metadata)
     seconds = time.perf_counter() - started
     est.save(model)
     epochs = f"{est.n_epochs_} epoch{'' if est.n_epochs_ == 1 else 's'}"
@@ -421,6 +429,7 @@ def demo(quick: bool, output_dir: str) -> None:
 # index, search, cluster and plot: imported here, before the built-ins are recorded.
 from featurekit import cli_search  # noqa: E402,F401
 from featurekit import cli_plot  # noqa: E402,F401
+from featurekit import cli_plot_translations  # noqa: E402,F401
 
 _BUILTIN_COMMANDS = dict(cli.commands)
 

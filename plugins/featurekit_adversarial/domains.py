@@ -1,0 +1,244 @@
+"""Two unpaired image domains in scikit-learn form, for CycleGAN.
+
+``fit(X, domains=d)`` gets one array (or list) of images and a domain value
+per image. This module checks that there are exactly two domains, records
+each domain's native format (the shape, channels and layout of its
+samples, so ``translate`` can give images back that way), brings both to a
+common working format, and holds out a few images per domain to measure
+the cycle error.
+
+The working format, the documented rule:
+
+- **size**: images of both domains are resized to ``image_size`` (their
+  shorter side scaled to it with antialiased bilinear interpolation, then
+  the centre square cropped: featurekit's rule for ``image_size=``).
+  Without ``image_size`` the domains must share one size.
+- **channels**: if one domain is grey and the other RGB, the grey images
+  are repeated to three channels; translating to the grey domain averages
+  the channels back.
+- **values**: uint8 images of both domains stay uint8; a mix of uint8
+  (0-255) and float ([0, 1]) images is converted to float in [0, 1].
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from featurekit.base import _raw_format
+from featurekit.data import inputs
+from featurekit.exceptions import InputError
+
+
+@dataclass
+class DomainData:
+    """Both domains in the working format, ready for the core's ``_fit``.
+
+    ``X`` holds the training images of both domains, interleaved, in the
+    layout the estimator's ``channels=`` reads; ``domains`` their domain
+    values; ``holdout`` a raw ``(k, C, S, S)`` batch of held-out images per
+    domain (in ``values`` order); ``formats`` each domain's native format.
+    """
+
+    X: torch.Tensor
+    domains: np.ndarray
+    values: np.ndarray
+    holdout: list[torch.Tensor]
+    formats: list[dict]
+
+
+def resolve_domains(owner: str, y: Any, domains: Any, n: int) -> np.ndarray:
+    """The domain of each sample: ``domains``, or else ``y`` when it has exactly two values."""
+    if domains is None:
+        if y is None:
+            raise InputError(f"{owner}.fit needs domains= (one value per image, naming its "
+                             "domain: exactly two distinct values)")
+        values = np.asarray(y)
+        distinct = np.unique(values)
+        if len(distinct) != 2:
+            raise InputError(f"{owner} translates between two domains, and y has "
+                             f"{len(distinct)} distinct values ({_preview(distinct)}); pass the "
+                             "domain of each image as domains= (fit(X, domains=...)); y is read "
+                             "as the domains only when it has exactly two values")
+        domains = values
+    values = np.asarray(domains)
+    if values.ndim != 1 or len(values) != n:
+        raise InputError(f"X and domains have different lengths: n_samples={n}, "
+                         f"len(domains)={len(values) if values.ndim == 1 else values.shape}")
+    distinct = np.unique(values)
+    if len(distinct) == 1:
+        raise InputError(f"{owner} needs images of two domains, and domains= has one value "
+                         f"({distinct[0]!r}); add the images of the other domain, with their "
+                         "domain value, to X and domains=")
+    if len(distinct) > 2:
+        raise InputError(f"{owner} translates between exactly two domains, and domains= has "
+                         f"{len(distinct)} values ({_preview(distinct)}); fit one {owner} per "
+                         "pair of domains")
+    return values
+
+
+def _preview(values: np.ndarray) -> str:
+    shown = ", ".join(repr(v) for v in values[:5].tolist())
+    return shown + (", ..." if len(values) > 5 else "")
+
+
+def n_samples(X: Any) -> int:
+    """How many images ``X`` holds (arrays, tensors, lists of arrays or of paths)."""
+    if isinstance(X, (str, os.PathLike)):
+        raise InputError("X is a folder; CycleGAN needs one domain value per image: pass "
+                         "the list of image paths (featurekit.data.inputs.list_image_files) "
+                         "with domains=, e.g. the sub-folder of each path")
+    if isinstance(X, torch.utils.data.Dataset) and not isinstance(X, torch.Tensor):
+        raise InputError("CycleGAN takes images as an array, a tensor or a list (of arrays "
+                         "or of image paths), not a torch Dataset")
+    if not hasattr(X, "__len__"):
+        X = np.asarray(X)
+    return len(X)
+
+
+def take(X: Any, rows: np.ndarray) -> Any:
+    """The images of ``X`` at ``rows`` (sorted, as h5py needs)."""
+    if isinstance(X, (list, tuple)):
+        return [X[i] for i in rows]
+    if isinstance(X, torch.Tensor):
+        return X[torch.as_tensor(rows, dtype=torch.long)]
+    if not isinstance(X, np.ndarray) and not hasattr(X, "shape"):
+        return np.asarray(X)[rows]
+    return X[rows]
+
+
+def native_format(X: Any, channels: str, image_shape: Any, owner: str, value: Any) -> dict:
+    """How the images of one domain were given: ``shape`` of a sample as given,
+    ``sample_shape`` as (C, H, W), and the ``layout`` of its channel axis."""
+    if isinstance(X, list) and X and isinstance(X[0], (str, os.PathLike)):
+        from PIL import Image
+
+        try:
+            with Image.open(X[0]) as img:
+                grey = img.mode in ("1", "L", "I;16", "I", "F", "LA")
+                w, h = img.size
+        except Exception as exc:
+            raise InputError(f"cannot read image file {os.fspath(X[0])!r}: {exc}") from None
+        shape = (h, w) if grey else (h, w, 3)
+        return {"shape": list(shape), "sample_shape": [1 if grey else 3, h, w],
+                "layout": "none" if grey else "last"}
+    if isinstance(X, list):
+        shapes = {np.shape(a) for a in X}
+        if len(shapes) > 1:
+            raise InputError(f"the images of domain {value!r} have {len(shapes)} different "
+                             f"shapes (e.g. {sorted(shapes)[:2]}); {owner}.translate gives each "
+                             "domain's images back at its own size, so give the images of one "
+                             "domain one size")
+        shape = shapes.pop()
+    else:
+        shape = tuple(X.shape[1:])
+    if image_shape is not None and len(shape) == 1:
+        image = tuple(image_shape)
+        layout = inputs._layout((1, *image), channels)
+    else:
+        image = shape
+        layout = inputs._layout((1, *shape), channels)
+    if layout == "none":
+        chw = (1, *image)
+    elif layout == "last":
+        chw = (image[2], image[0], image[1])
+    else:
+        chw = image
+    return {"shape": [int(s) for s in shape], "sample_shape": [int(s) for s in chw],
+            "layout": layout}
+
+
+def raw_images(X: Any, est: Any) -> tuple[torch.Tensor, float]:
+    """One domain as a raw (n, C, H, W) batch at the working size, and its scale."""
+    source = inputs.image_source(X, channels=est.channels, image_size=est.image_size,
+                                 scale=est.scale, image_shape=est.image_shape, min_samples=0)
+    batch = torch.cat(list(source.batches(np.arange(source.n), 4096)))
+    return batch, source.scale
+
+
+def prepare(est: Any, X: Any, y: Any, domains: Any, seed: int) -> DomainData:
+    """Check and split ``X`` into two domains (see the module docstring)."""
+    owner = type(est).__name__
+    n = n_samples(X)
+    if n == 0:
+        raise InputError(f"X is empty (n_samples=0); {owner}.fit needs images of two domains")
+    if n < 2:
+        raise InputError(f"{owner}.fit needs images of two domains; got n_samples={n}")
+    labels = resolve_domains(owner, y, domains, n)
+    values, codes = np.unique(labels, return_inverse=True)
+    names = values.tolist()  # plain Python values for messages (no np.float64(...))
+    parts = [take(X, np.flatnonzero(codes == d)) for d in range(2)]
+    formats = [native_format(p, est.channels, est.image_shape, owner, v)
+               for p, v in zip(parts, names)]
+    sizes = [tuple(f["sample_shape"][1:]) for f in formats]
+    if sizes[0] != sizes[1] and est.image_size is None:
+        raise InputError(
+            f"the two domains have images of different sizes: {names[0]!r} {sizes[0]} and "
+            f"{names[1]!r} {sizes[1]} (H, W); pass image_size=<int>: both are resized to "
+            f"it to train (shorter side, then centre crop), and translate() gives each "
+            "domain's images back at its own size")
+    raws, scales = zip(*(raw_images(p, est) for p in parts))
+    raws = _common_format(list(raws), list(scales))
+    rng = np.random.default_rng(seed)
+    train, holdout = [], []
+    for d, raw in enumerate(raws):
+        k = _n_holdout(len(raw), est.validation_fraction)
+        order = rng.permutation(len(raw))
+        holdout.append(raw[torch.as_tensor(np.sort(order[:k]), dtype=torch.long)])
+        train.append(raw[torch.as_tensor(np.sort(order[k:]), dtype=torch.long)])
+        if len(train[-1]) < est.batch_size:
+            held = f" ({len(raw)} minus {k} held out by validation_fraction=" \
+                   f"{est.validation_fraction})" if k else ""
+            raise InputError(
+                f"domain {names[d]!r} has {len(train[-1])} training images{held}, fewer than "
+                f"batch_size={est.batch_size}; every step trains on images of both domains: "
+                f"give that domain at least {est.batch_size} images, or lower batch_size=")
+    order = rng.permutation(len(train[0]) + len(train[1]))
+    X_train = torch.cat(train)[torch.as_tensor(order, dtype=torch.long)]
+    labels_train = np.repeat(values, [len(t) for t in train])[order]
+    if est.channels == "last":  # hand the core what its channels= reads
+        X_train = X_train.permute(0, 2, 3, 1)
+    return DomainData(X_train.contiguous(), labels_train, values, holdout, formats)
+
+
+def _n_holdout(n: int, fraction: float) -> int:
+    if fraction <= 0:
+        return 0
+    return int(min(n - 1, max(1, round(fraction * n))))
+
+
+def _common_format(raws: list[torch.Tensor], scales: list[float]) -> list[torch.Tensor]:
+    channels = max(r.shape[1] for r in raws)
+    raws = [r.expand(-1, channels, -1, -1) if r.shape[1] != channels else r for r in raws]
+    if scales[0] != scales[1]:
+        return [r.float() / s for r, s in zip(raws, scales)]
+    if raws[0].dtype != raws[1].dtype:
+        return [r.float() for r in raws]
+    return raws
+
+
+def map_inputs_as(est: Any, X: Any, fn: Callable, output_format: dict) -> np.ndarray:
+    """``fn`` over ``X``'s preprocessed batches, its model-space outputs given back as
+    samples of ``output_format`` (another domain's size, channels and layout) in
+    ``X``'s scale and dtype.
+
+    This is the core's ``FeatureExtractor._map_inputs`` with the output's sample
+    shape and layout replaced: the core's input spec drives the preprocessing
+    (scale, channels, working size, normalization), ``output_format`` the
+    inverse (:meth:`featurekit.preprocess.Preprocessor.inverse`).
+    """
+    check_is_fitted(est, "modules_")
+    source = est._transform_inputs(X)
+    first = next(source.batches(np.arange(1), 1))
+    raw = _raw_format(X, first, est.image_shape, est.channels)
+    raw["layout"] = output_format["layout"]
+    spec = dataclasses.replace(est.input_spec_, scale=source.scale,
+                               sample_shape=tuple(output_format["sample_shape"]), **raw)
+    batches = source.batches(np.arange(source.n), est.inference_batch_size, est.num_workers)
+    return est._inverse_batches(batches, fn, lambda prep, batch: prep(batch), None, spec)
