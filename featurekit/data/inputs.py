@@ -254,6 +254,14 @@ def _layout(shape: tuple[int, ...], channels: str) -> str:
     return "first" if first else "last"
 
 
+def _check_not_empty(shape: tuple[int, ...], layout: str) -> None:
+    """Refuse images with no pixels (a zero height or width)."""
+    height, width = shape[1:3] if layout in ("none", "last") else shape[2:4]
+    if height == 0 or width == 0:
+        raise InputError(f"images of {height}x{width} px have no pixels (array shape {shape}); "
+                         "pass images of at least 1x1 px")
+
+
 def _scale_of(x: Any, scale: Any) -> float:
     """The divisor that maps the array's values into [0, 1], checking the range."""
     dtype = np.dtype(x.dtype) if not isinstance(x, torch.Tensor) else x.dtype
@@ -298,9 +306,10 @@ def image_source(X: Any, *, channels: str = "auto", image_size: int | None = Non
         X = np.asarray(X)
     if image_shape is not None and len(X.shape) == 2:
         X = X.reshape((X.shape[0], *image_shape))
+    layout = _layout(tuple(X.shape), channels)
     if min_samples:
         _check_n(X.shape[0])
-    layout = _layout(tuple(X.shape), channels)
+    _check_not_empty(tuple(X.shape), layout)
     if not isinstance(X, (np.ndarray, torch.Tensor)):  # h5py, zarr, memmap-like: stay lazy
         probe = np.asarray(X[: min(len(X), 256)])
         s = _scale_of(probe, scale)
@@ -336,7 +345,9 @@ def _list_source(X, channels, image_size, scale, min_samples) -> Source:
                             scale=scale, min_samples=min_samples)
     tensors = []
     for a in arrays:
-        t = _to_nchw(torch.from_numpy(np.ascontiguousarray(a))[None], _layout((1, *a.shape), channels))
+        layout = _layout((1, *a.shape), channels)
+        _check_not_empty((1, *a.shape), layout)
+        t = _to_nchw(torch.from_numpy(np.ascontiguousarray(a))[None], layout)
         tensors.append(resize_shorter_and_crop(t.float() / _scale_of(a, scale), image_size))
     n_channels = {t.shape[1] for t in tensors}
     if len(n_channels) > 1:
