@@ -594,7 +594,8 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                                      random_state)
 
     def _map_inputs(self, X: Any, fn: Callable[[nn.ModuleDict, torch.Tensor], Any], *,
-                    random_state: Any = None) -> Any:
+                    random_state: Any = None, sample_shape: tuple[int, ...] | None = None,
+                    layout: str | None = None) -> Any:
         """``fn`` over ``X``'s preprocessed batches, its outputs given back like ``X``
         (reconstructions, translations).
 
@@ -602,16 +603,19 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         preprocessed batch to a model-space batch (or a tuple of outputs), and
         runs as in :meth:`_decode_rows`, which describes its outputs and
         ``random_state``. Inputs come back in ``X``'s layout, scale and dtype
-        (images at the fitted size).
+        (images at the fitted size), or, for images, at another ``sample_shape``
+        (C, H, W) and channel ``layout`` when given (a translation to another
+        domain).
         """
         check_is_fitted(self, "modules_")
         source = self._transform_inputs(X)
         spec = self.input_spec_
         if spec.modality == "image":
             first = next(source.batches(np.arange(1), 1))
+            raw = _raw_format(X, first, self.image_shape, self.channels)
             spec = dataclasses.replace(
-                spec, sample_shape=tuple(source.sample_shape), scale=source.scale,
-                **_raw_format(X, first, self.image_shape, self.channels))
+                spec, sample_shape=tuple(sample_shape or source.sample_shape),
+                scale=source.scale, **{**raw, "layout": layout or raw["layout"]})
         batches = source.batches(np.arange(source.n), self.inference_batch_size,
                                  self.num_workers)
         return self._inverse_batches(batches, fn, lambda prep, raw: prep(raw), random_state,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+from torch import nn
 from torch.nn import functional as F
 
 
@@ -142,3 +143,27 @@ class Preprocessor:
         elif self.spec.layout == "last":
             x = x.permute(0, 2, 3, 1)
         return x.reshape(len(x), -1) if self.spec.flat else x.contiguous()
+
+
+class Normalize(nn.Module):
+    """Pixels in [0, 1] <-> model space (the fitted per-channel mean and std), as a module.
+
+    For methods whose networks output pixels (decoders, generators) and must
+    hand the rest of the model, and :meth:`Preprocessor.inverse`, model-space
+    batches. Build it from the fitted spec, ``Normalize(spec.mean, spec.std)``;
+    the constants are not saved as state.
+    """
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        shape = (1, -1, 1, 1)
+        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        """[0, 1] -> model space."""
+        return (pixels - self.mean) / self.std
+
+    def inverse(self, x: torch.Tensor) -> torch.Tensor:
+        """Model space -> [0, 1]."""
+        return x * self.std + self.mean

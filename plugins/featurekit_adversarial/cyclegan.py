@@ -233,7 +233,9 @@ class CycleGAN(FeatureExtractor):
         def fn(modules: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
             return modules["pixels"](self._generate(modules, gen, x).float())
 
-        return two_domains.map_inputs_as(self, X, fn, self.domain_formats_[target])
+        output = self.domain_formats_[target]
+        return self._map_inputs(X, fn, sample_shape=tuple(output["sample_shape"]),
+                                layout=output["layout"])
 
     def _domain_index(self, to: Any) -> int:
         values = self.metadata_values_["domains"].tolist()

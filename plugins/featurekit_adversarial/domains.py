@@ -22,16 +22,13 @@ The working format, the documented rule:
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils.validation import check_is_fitted
 
-from featurekit.base import _raw_format
 from featurekit.data import inputs
 from featurekit.exceptions import InputError
 
@@ -221,24 +218,3 @@ def _common_format(raws: list[torch.Tensor], scales: list[float]) -> list[torch.
     if raws[0].dtype != raws[1].dtype:
         return [r.float() for r in raws]
     return raws
-
-
-def map_inputs_as(est: Any, X: Any, fn: Callable, output_format: dict) -> np.ndarray:
-    """``fn`` over ``X``'s preprocessed batches, its model-space outputs given back as
-    samples of ``output_format`` (another domain's size, channels and layout) in
-    ``X``'s scale and dtype.
-
-    This is the core's ``FeatureExtractor._map_inputs`` with the output's sample
-    shape and layout replaced: the core's input spec drives the preprocessing
-    (scale, channels, working size, normalization), ``output_format`` the
-    inverse (:meth:`featurekit.preprocess.Preprocessor.inverse`).
-    """
-    check_is_fitted(est, "modules_")
-    source = est._transform_inputs(X)
-    first = next(source.batches(np.arange(1), 1))
-    raw = _raw_format(X, first, est.image_shape, est.channels)
-    raw["layout"] = output_format["layout"]
-    spec = dataclasses.replace(est.input_spec_, scale=source.scale,
-                               sample_shape=tuple(output_format["sample_shape"]), **raw)
-    batches = source.batches(np.arange(source.n), est.inference_batch_size, est.num_workers)
-    return est._inverse_batches(batches, fn, lambda prep, batch: prep(batch), None, spec)

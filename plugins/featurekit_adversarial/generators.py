@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from featurekit.exceptions import ParameterError
+from featurekit.preprocess import Normalize
 
 #: Images at least this large get 9 residual blocks, smaller ones 6 (the paper's rule:
 #: 9 blocks for 256 x 256 training images, 6 for 128 x 128).
@@ -274,24 +275,17 @@ class LatentGenerator(nn.Module):
         return self.head(self.blocks(self.stem(z)))
 
 
-class Standardize(nn.Module):
+class Standardize(Normalize):
     """Images in [-1, 1] <-> the normalized space the backbone sees (the fitted mean, std).
 
     The generators output ``tanh`` images; the rest of the model (encoders,
-    the core's ``Preprocessor.inverse``) works in model space. The constants
-    come from the fitted input spec, so they are not saved as state.
+    the core's ``Preprocessor.inverse``) works in model space.
     """
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        shape = (1, -1, 1, 1)
-        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """[-1, 1] -> model space."""
-        return ((images + 1) * 0.5 - self.mean) / self.std
+        return super().forward((images + 1) * 0.5)
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
         """Model space -> [-1, 1]."""
-        return (x * self.std + self.mean) * 2 - 1
+        return super().inverse(x) * 2 - 1

@@ -146,24 +146,3 @@ def make_decoder(spec: BuildSpec, backbone: nn.Module, n_components: int) -> nn.
         return ConvDecoder(n_components, tuple(spec.input_shape), width)
     return MLPDecoder(n_components, spec.input_shape[0],
                       mirrored_widths(backbone, spec.backbone_dim))
-
-
-class Standardize(nn.Module):
-    """Images in [0, 1] <-> model space, with the fitted per-channel mean and std.
-
-    A Bernoulli decoder models pixels in [0, 1]; this maps them to and from the
-    normalized space the rest of the model works in. The constants are
-    rebuilt from the fitted input spec, so they are not saved as state.
-    """
-
-    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...]):
-        super().__init__()
-        shape = (1, -1, 1, 1)
-        self.register_buffer("mean", torch.tensor(mean).view(shape), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(shape), persistent=False)
-
-    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return (pixels - self.mean) / self.std
-
-    def inverse(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.std + self.mean

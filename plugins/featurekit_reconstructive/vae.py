@@ -13,9 +13,10 @@ from torch import nn
 
 from featurekit.base import store_params
 from featurekit.exceptions import ParameterError
+from featurekit.preprocess import Normalize
 from featurekit.method import Interval, StrOptions
 from featurekit_reconstructive.autoencoder import AutoEncoder
-from featurekit_reconstructive.decoders import Standardize, make_decoder
+from featurekit_reconstructive.decoders import make_decoder
 from featurekit_reconstructive.losses import bernoulli_nll, gaussian_nll, kl_standard_normal
 
 #: log-variances are clipped to this range so that exp() stays finite (bf16 included).
@@ -113,7 +114,7 @@ class VAE(AutoEncoder):
             "decoder": make_decoder(spec, backbone, self.n_components),
         })
         if self._bernoulli(spec.modality):
-            modules["pixels"] = Standardize(self.input_spec_.mean, self.input_spec_.std)
+            modules["pixels"] = Normalize(self.input_spec_.mean, self.input_spec_.std)
         return modules
 
     def training_step(self, modules, batch, ctx):
