@@ -23,7 +23,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 from torch import nn
 
-from featurekit import assembly
+from featurekit import assembly, distributed
 from featurekit.checkpoint import Checkpointer, fingerprint
 from featurekit.data import inputs
 from featurekit.exceptions import InputError, ParameterError, TrainingError
@@ -147,6 +147,7 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
     metadata_args: tuple[str, ...] = ()
     verbs: tuple[str, ...] = ()
     momentum_modules: tuple[str, ...] = ()
+    supports_distributed: bool = False
     _parameter_constraints: dict = _COMMON_CONSTRAINTS
 
     # -- the method contract (overridden by plugins) -------------------------
@@ -197,6 +198,9 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self._check_part_param()
         device = assembly.resolve_device(self.device)
         seed = assembly.resolve_seed(self.random_state)
+        world = distributed.current()
+        if world is not None:  # random_state=None draws a seed per process: use rank 0's
+            seed = world.broadcast_seed(seed)
         cuda = [device.index or 0] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(seed)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import os
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -210,9 +211,14 @@ def _check(name: str) -> None:
 @click.option("-o", "--output", "model", required=True, callback=_output_file,
               type=click.Path(dir_okay=False), help="Where to save the fitted model.")
 @fit_options
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Train data-parallel on N local processes (gloo on CPU, NCCL on GPU); "
+                   "--batch-size stays the global batch.")
+@click.option("--sync-bn", is_flag=True,
+              help="With several processes: batch norm over the global batch.")
 def fit(method: str, data: str, model: str, backbone: str | None, max_epochs: int | None,
         batch_size: int | None, random_state: int | None, device: str | None, quiet: bool,
-        params: dict[str, Any]) -> None:
+        nproc: int, sync_bn: bool, params: dict[str, Any]) -> None:
     """Fit METHOD on DATA and save the model to -o MODEL.
 
     DATA is an .npz with an array 'x' (and labels 'y'), a folder of images
@@ -226,13 +232,37 @@ def fit(method: str, data: str, model: str, backbone: str | None, max_epochs: in
     \b
       featurekit fit simclr digits.npz -o simclr.pt --backbone mlp \\
           --max-epochs 20 --param temperature=0.2
+
+    --nproc N trains on N processes, as `torchrun --nproc-per-node N -m
+    featurekit fit ...` does (supervised, simclr and moco_v2 so far).
     """
-    from featurekit.data.files import load_data
+    from featurekit import distributed
 
     est = featurekit.create(method)
     params = _merge_params(est, params, backbone=backbone, max_epochs=max_epochs,
                            batch_size=batch_size, random_state=random_state, device=device,
                            verbose=0 if quiet else None)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if nproc > 1 and not launched:
+        _prepare_fit(method, data, params)  # usage errors here, before any process starts
+        distributed.launch(_fit_and_save, nproc, (method, data, model, params),
+                           sync_batchnorm=sync_bn)
+        return
+    joined = launched and distributed.world_size() == 1
+    if joined:  # started by torchrun
+        distributed.init(sync_batchnorm=sync_bn)
+    try:
+        _fit_and_save(method, data, model, params)
+    finally:
+        if joined:
+            distributed.shutdown()
+
+
+def _prepare_fit(method: str, data: str, params: dict[str, Any]) -> tuple[Any, Any, Any, dict]:
+    """The estimator with ``params`` set, DATA loaded, and what fit takes besides X."""
+    from featurekit.data.files import load_data
+
+    est = featurekit.create(method)
     est.set_params(**params)
     loaded = load_data(data)
     if loaded.modality == "audio" and "audio" not in est.modalities:
@@ -250,12 +280,24 @@ def fit(method: str, data: str, model: str, backbone: str | None, max_epochs: in
             raise click.UsageError(f"{method} learns from {wanted} labels, given as DATA's "
                                    f"labels, and DATA has none; {LABELS_HELP}")
         metadata = {est.metadata_args[0]: loaded.y}
+    return est, loaded, y, metadata
+
+
+def _fit_and_save(method: str, data: str, model: str, params: dict[str, Any]) -> None:
+    """Fit, then (on the main process) save and print the summary."""
+    from featurekit import distributed
+
+    est, loaded, y, metadata = _prepare_fit(method, data, params)
     started = time.perf_counter()
     est.fit(loaded.X, y, **metadata)
     seconds = time.perf_counter() - started
+    if not distributed.is_main():
+        return
     est.save(model)
     epochs = f"{est.n_epochs_} epoch{'' if est.n_epochs_ == 1 else 's'}"
     summary = [f"{est.name}: {len(loaded)} samples", epochs]
+    if distributed.world_size() > 1:
+        summary.append(f"{distributed.world_size()} processes")
     if est.history_.get("loss"):
         summary.append(f"final loss {est.history_['loss'][-1]:.4g}")
     summary.append(f"{seconds:.1f} s")

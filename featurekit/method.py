@@ -28,6 +28,12 @@ verbs : tuple of str
 momentum_modules : tuple of str
     Keys of ``build``'s ModuleDict updated without gradients (EMA targets);
     the conformance kit checks they get no gradient and do move.
+supports_distributed : bool
+    True once the method is tested under several processes
+    (:mod:`featurekit.distributed`): its losses use ``ctx.all_gather`` where
+    they need other processes' samples, and its non-gradient state (queues,
+    EMA targets) stays the same on every process. The trainer refuses the
+    others under a process group. Default False.
 tiny_params : dict, optional
     ``{modality: {param: value}}``: the conformance kit's small configuration
     where its default (a 4-channel ``small_cnn``, a 32-unit ``mlp``) does not

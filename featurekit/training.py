@@ -2,8 +2,9 @@
 
 It owns device placement, bf16 autocast, per-optimizer learning-rate
 schedules, gradient clipping, the NaN/inf guard, progress, ``history_``,
-checkpoints and epoch hooks. The method only computes losses and hands them
-to ``ctx.optimize``.
+checkpoints, epoch hooks and, under a process group, data parallelism
+(:mod:`featurekit.distributed`). The method only computes losses and hands
+them to ``ctx.optimize``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from featurekit import distributed
 from featurekit.checkpoint import Checkpointer
 from featurekit.exceptions import ParameterError, TrainingError
 from featurekit.method import OPTIMIZERS, SCHEDULES, Batch, OptimizerSpec
@@ -103,8 +105,13 @@ class Context:
         self._trainer.optimize(name, loss)
 
     def all_gather(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Concatenate ``tensor`` over all processes (the identity on one process)."""
-        return tensor
+        """Concatenate ``tensor`` over all processes (the identity on one process).
+
+        Gradients flow back to each process's own slice, summed over every
+        process's use of it (see :mod:`featurekit.distributed`).
+        """
+        world = self._trainer.world
+        return tensor if world is None else world.all_gather(tensor)
 
     def log(self, **values: float | torch.Tensor) -> None:
         """Record scalars; their per-epoch means go into ``history_``."""
@@ -136,6 +143,15 @@ class Trainer:
         self.history: dict[str, list[float]] = defaultdict(list)
         self.epoch_logs: dict[str, list[float]] = defaultdict(list)
         self.start_epoch = 0
+        self.world = distributed.current()
+        if self.world is not None:
+            self.ctx.rank, self.ctx.world_size = self.world.rank, self.world.size
+            if not getattr(method, "supports_distributed", False):
+                raise TrainingError(
+                    f"{type(method).__name__} is not tested for training on several processes "
+                    f"(this is rank {self.world.rank} of {self.world.size}); train it in one "
+                    "process, or use a method that declares supports_distributed = True "
+                    "(supervised, simclr, moco_v2)")
 
     # -- one update ----------------------------------------------------------
     def optimize(self, name: str, loss: torch.Tensor) -> None:
@@ -143,14 +159,9 @@ class Trainer:
             raise TrainingError(f"{type(self.method).__name__}.training_step asked to optimize "
                                 f"{name!r}, but its optimizers are {sorted(self.optimizers)}")
         value = loss.detach().float()
-        if not torch.isfinite(value).all():
-            kept = (f"the last good checkpoint is kept at {self.checkpointer.path}"
-                    if self.checkpointer else "set checkpoint_dir= to keep the last good state")
-            raise TrainingError(
-                f"{type(self.method).__name__}: the {name!r} loss became {value.item()} at epoch "
-                f"{self.ctx.epoch + 1}, step {self.ctx.step + 1}; training stopped ({kept}). "
-                "Lower lr=, or set gradient_clip=")
         opt = self.optimizers[name]
+        if self.world is None:
+            self._check_finite(name, value.item())
         spec = self.specs[name]
         factor = schedule_factor(spec, self.ctx.progress)
         for g in opt.param_groups:
@@ -158,12 +169,27 @@ class Trainer:
         opt.zero_grad(set_to_none=True)
         with torch.autocast(self.device.type, enabled=False):
             loss.backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        if self.world is not None:
+            # One all-reduce averages the gradients and tells every rank whether any
+            # rank's loss went non-finite, so all of them stop at the same step.
+            self._check_finite(name, self.world.sync(params, value))
         if self.gradient_clip is not None:
-            params = [p for g in opt.param_groups for p in g["params"]]
             nn.utils.clip_grad_norm_(params, self.gradient_clip)
         opt.step()
         key = "loss" if len(self.optimizers) == 1 else f"loss_{name}"
         self.epoch_logs[key].append(value.item())
+
+    def _check_finite(self, name: str, value: float) -> None:
+        if math.isfinite(value):
+            return
+        kept = (f"the last good checkpoint is kept at {self.checkpointer.path}"
+                if self.checkpointer else "set checkpoint_dir= to keep the last good state")
+        where = "" if self.world is None else f" (summed over {self.world.size} processes)"
+        raise TrainingError(
+            f"{type(self.method).__name__}: the {name!r} loss became {value}{where} at epoch "
+            f"{self.ctx.epoch + 1}, step {self.ctx.step + 1}; training stopped ({kept}). "
+            "Lower lr=, or set gradient_clip=")
 
     # -- state ---------------------------------------------------------------
     def state(self, epoch: int, finished: bool) -> dict:
@@ -199,9 +225,16 @@ class Trainer:
         steps = self.steps_per_epoch(n)
         batch = min(self.batch_size, n)
         total = steps * self.max_epochs
-        quiet = self.verbose == 0 or not sys.stderr.isatty()
+        world = self.world
+        local = batch if world is None else self._local_batch(batch)
+        main = world is None or world.main
+        quiet = self.verbose == 0 or not sys.stderr.isatty() or not main
         from tqdm.auto import tqdm
 
+        if world is not None:
+            world.broadcast_module(self.modules)
+            if world.sync_batchnorm:
+                distributed.convert_sync_batchnorm(self.modules, self.device)
         bar = tqdm(total=total, initial=steps * self.start_epoch, disable=quiet, leave=False,
                    desc=type(self.method).__name__, unit="batch", file=sys.stderr)
         best, since_best = -np.inf, 0
@@ -211,17 +244,24 @@ class Trainer:
                 self.modules.train()
                 started = time.perf_counter()
                 order = np.random.default_rng([self.seed, epoch]).permutation(n)[:steps * batch]
-                for i, raw in enumerate(source.batches(order, batch, self.num_workers)):
+                if world is not None:
+                    # A fixed slice of every global batch per rank, in rank order.
+                    order = order.reshape(steps, world.size, local)[:, world.rank].reshape(-1)
+                    self.aug_generator.manual_seed(
+                        int(np.random.default_rng([self.seed, epoch, world.rank, 1]
+                                                  ).integers(2**62)))
+                for i, raw in enumerate(source.batches(order, local, self.num_workers)):
                     self.ctx.step = epoch * steps + i
                     self.ctx.progress = self.ctx.step / total
-                    self._step(raw, order[i * batch:(i + 1) * batch], targets, metadata)
+                    self._step(raw, order[i * local:(i + 1) * local], targets, metadata)
                     bar.update(1)
                 self._end_epoch(started)
                 bar.set_postfix({k: f"{v[-1]:.4g}" for k, v in self.history.items()
                                  if k.startswith("loss")})
-                if self.checkpointer is not None:
+                if self.checkpointer is not None and main:
                     self.checkpointer.save(self.state(epoch + 1, epoch + 1 == self.max_epochs))
-                self.on_epoch_end(epoch + 1, dict(self.history))
+                if main:
+                    self.on_epoch_end(epoch + 1, dict(self.history))
                 if self.n_iter_no_change and "eval_knn_accuracy" in self.history:
                     score = self.history["eval_knn_accuracy"][-1]
                     best, since_best = (score, 0) if score > best else (best, since_best + 1)
@@ -229,7 +269,16 @@ class Trainer:
                         break
         finally:
             bar.close()
+            if world is not None and world.sync_batchnorm:
+                distributed.revert_sync_batchnorm(self.modules)
         return dict(self.history)
+
+    def _local_batch(self, batch: int) -> int:
+        if batch % self.world.size:
+            raise ParameterError(
+                f"batch_size={batch} is the global batch, cut into equal slices for the "
+                f"{self.world.size} processes; choose a multiple of {self.world.size}")
+        return batch // self.world.size
 
     def _step(self, raw: torch.Tensor, rows: np.ndarray, targets: torch.Tensor | None,
               metadata: dict[str, torch.Tensor]) -> None:
@@ -244,8 +293,12 @@ class Trainer:
             self.method.training_step(self.modules, batch, self.ctx)
 
     def _end_epoch(self, started: float) -> None:
-        for k, values in self.epoch_logs.items():
-            self.history[k].append(float(np.mean(values)))
+        means = {k: float(np.mean(v)) for k, v in self.epoch_logs.items()}
+        if self.world is not None:
+            means = self.world.mean(means)
+            self.world.sync_buffers(self.modules)
+        for k, value in means.items():
+            self.history[k].append(value)
         self.epoch_logs.clear()
         first = next(iter(self.optimizers.values()), None)
         if first is not None:

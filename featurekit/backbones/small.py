@@ -51,7 +51,7 @@ class SmallCNN(nn.Module):
 
 
 class MLP(nn.Module):
-    """Linear-BatchNorm1d-ReLU layers for tabular data.
+    """Linear-BatchNorm1d-ReLU layers (or Linear-ReLU) for tabular data.
 
     Parameters
     ----------
@@ -59,6 +59,8 @@ class MLP(nn.Module):
         Columns of the input.
     hidden : tuple of int
         Width of each layer; the last is the feature dimension.
+    batch_norm : bool, default=True
+        Batch norm after each linear layer (without it, the layers have biases).
 
     Attributes
     ----------
@@ -66,12 +68,14 @@ class MLP(nn.Module):
         Dimension of the features, ``hidden[-1]``.
     """
 
-    def __init__(self, n_features: int, hidden: tuple[int, ...]) -> None:
+    def __init__(self, n_features: int, hidden: tuple[int, ...], batch_norm: bool = True) -> None:
         super().__init__()
         layers: list[nn.Module] = []
         for c_in, c_out in zip((n_features, *hidden[:-1]), hidden):
-            layers += [nn.Linear(c_in, c_out, bias=False), nn.BatchNorm1d(c_out),
-                       nn.ReLU(inplace=True)]
+            layers.append(nn.Linear(c_in, c_out, bias=not batch_norm))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(c_out))
+            layers.append(nn.ReLU(inplace=True))
         self.layers = nn.Sequential(*layers)
         self.out_features = hidden[-1]
 
@@ -111,7 +115,7 @@ def small_cnn(*, in_channels: int = 3, input_size: int = 32, small_stem: bool = 
 
 
 @strict_kwargs
-def mlp(*, n_features: int, hidden: Sequence[int] = (256, 256)) -> MLP:
+def mlp(*, n_features: int, hidden: Sequence[int] = (256, 256), batch_norm: bool = True) -> MLP:
     """Build an :class:`MLP` for tabular data.
 
     Parameters
@@ -120,6 +124,8 @@ def mlp(*, n_features: int, hidden: Sequence[int] = (256, 256)) -> MLP:
         Columns of the input.
     hidden : sequence of int, default=(256, 256)
         Width of each layer; the last is the feature dimension.
+    batch_norm : bool, default=True
+        Batch norm after each linear layer; ``False`` gives Linear-ReLU layers.
 
     Returns
     -------
@@ -133,4 +139,7 @@ def mlp(*, n_features: int, hidden: Sequence[int] = (256, 256)) -> MLP:
         raise ParameterError(
             f"The 'hidden' parameter of backbone 'mlp' must be a non-empty tuple of "
             f"positive ints, such as (256, 256). Got {hidden!r} instead.")
-    return MLP(n_features, tuple(int(h) for h in hidden))
+    if not isinstance(batch_norm, bool):
+        raise ParameterError(f"The 'batch_norm' parameter of backbone 'mlp' must be True or "
+                             f"False. Got {batch_norm!r} instead.")
+    return MLP(n_features, tuple(int(h) for h in hidden), batch_norm)

@@ -159,6 +159,7 @@ class MoCoV2(FeatureExtractor):
     name = "moco_v2"
     family = "contrastive"
     momentum_modules = ("key_backbone", "key_projector")
+    supports_distributed = True
     _parameter_constraints = {
         **FeatureExtractor._parameter_constraints,
         "temperature": [Interval(Real, 0, None, closed="neither")],

@@ -77,6 +77,7 @@ class SimCLR(FeatureExtractor):
 
     name = "simclr"
     family = "contrastive"
+    supports_distributed = True
     _parameter_constraints = {
         **FeatureExtractor._parameter_constraints,
         "temperature": [Interval(Real, 0, None, closed="neither")],

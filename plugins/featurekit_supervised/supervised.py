@@ -68,6 +68,7 @@ class Supervised(ClassifierMixin, FeatureExtractor):
     name = "supervised"
     family = "supervised"
     y_usage = "target"
+    supports_distributed = True
     verbs = ("predict", "predict_proba")
     _parameter_constraints = {
         **FeatureExtractor._parameter_constraints,
