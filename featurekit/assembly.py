@@ -75,6 +75,13 @@ def make_backbone(config: dict, backbone: Any,
         info = get_registry().backbone(backbone)
         if config["modality"] == "tabular":
             module = info.factory(n_features=config["n_features"], **kwargs)
+        elif config["modality"] == "audio":
+            if info.modality != "audio":
+                raise ParameterError(f"backbone {backbone!r} is for {info.modality} data and "
+                                     "cannot take audio; an audio method builds its own encoder "
+                                     "(featurekit.audio.LogMel and a network over it) or takes "
+                                     "a registered audio backbone")
+            module = info.factory(sample_rate=config["sample_rate"], **kwargs)
         else:
             module = info.factory(in_channels=config["in_channels"],
                                   input_size=config["input_size"],
@@ -187,6 +194,52 @@ def tabular_setup(est: Any, n_features: int) -> tuple[dict, dict | None]:
     config = {"modality": "tabular", "n_features": n_features, **_backbone_name(est)}
     config["feature_dim"] = feature_dim(make_backbone(config, est.backbone), (n_features,))
     return config, None
+
+
+def audio_setup(est: Any, source: Any) -> tuple[dict, InputSpec, dict | None]:
+    """Backbone config, input spec and backbone weights for audio input.
+
+    The spec records the sample rate and the longest and shortest clip of
+    ``source`` (an :class:`~featurekit.data.inputs.AudioSource`). Audio
+    methods build their own encoder, so the config only records the backbone
+    parameter; a registered audio backbone (built with ``sample_rate=``) gets
+    its ``feature_dim`` from a forward pass on silence, anything else ``None``.
+    """
+    kind, payload = resolve_weights(est.weights)
+    lengths = source.lengths
+    spec = InputSpec("audio", tuple(source.sample_shape), source.scale,
+                     tuple(source.sample_shape), (0.0,), (1.0,), layout="none",
+                     dtype="int16" if source.scale != 1.0 else "float32",
+                     sample_rate=int(source.sample_rate), max_length=int(lengths.max()),
+                     min_length=int(lengths.min()))
+    if kind == "featurekit":
+        config = dict(payload["fitted"]["backbone_config_"])
+        if config.get("modality") != "audio":
+            raise InputError(f"the weights were trained on {config.get('modality')} data; X is "
+                             "audio")
+        if config.get("sample_rate") != spec.sample_rate:
+            raise InputError(f"the weights were trained on audio at {config.get('sample_rate')} "
+                             f"Hz; X is at sample_rate={spec.sample_rate} Hz")
+        return config, spec, backbone_state_from(payload)
+    if kind != "none":
+        raise ParameterError("audio backbones have no torchvision weights; pass weights=None or "
+                             "a featurekit model file")
+    config = {"modality": "audio", "sample_rate": spec.sample_rate, **_backbone_name(est),
+              "feature_dim": None}
+    info = None if callable(est.backbone) else get_registry().backbone(est.backbone)
+    if info is not None and info.modality == "audio":
+        from featurekit.audio import AudioBatch
+
+        probe = make_backbone(config, est.backbone)
+        dim = getattr(probe, "out_features", None)
+        if not isinstance(dim, int):
+            probe.eval()
+            with torch.no_grad():
+                out = probe(AudioBatch(torch.zeros(2, spec.max_length),
+                                       torch.full((2,), spec.max_length)))
+            dim = int(out.shape[1])
+        config["feature_dim"] = dim
+    return config, spec, None
 
 
 def _backbone_name(est: Any) -> dict:

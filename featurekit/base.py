@@ -71,6 +71,14 @@ _COMMON_CONSTRAINTS: dict[str, list] = {
     "image_shape": [tuple, list, None],
 }
 
+#: The parameters of a method that takes audio (``"audio"`` in ``modalities``), and
+#: their constraints: add both to the method's ``__init__`` and ``_parameter_constraints``.
+AUDIO_PARAMS: dict[str, Any] = {"modality": "auto", "sample_rate": 16000}
+AUDIO_CONSTRAINTS: dict[str, list] = {
+    "modality": [StrOptions({"auto", "image", "audio"})],
+    "sample_rate": [Interval(Integral, 1, None, closed="left")],
+}
+
 
 @contextlib.contextmanager
 def _inference_mode(device: torch.device, dtype: torch.dtype | None) -> Iterator[None]:
@@ -332,6 +340,16 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _fit_inputs(self, X: Any) -> tuple[inputs.Source, dict | None]:
         """Validate ``X``, set the input attributes; return the source and backbone weights."""
+        if self._is_audio(X):
+            rate = getattr(self, "sample_rate", None)
+            if not isinstance(rate, Integral) or isinstance(rate, bool) or rate < 1:
+                raise ParameterError(f"The 'sample_rate' parameter of {type(self).__name__} must "
+                                     f"be an int in [1, inf) (Hz). Got {rate!r} instead.")
+            source = inputs.audio_source(X, sample_rate=int(rate))
+            for name in ("n_features_in_", "feature_names_in_"):
+                vars(self).pop(name, None)
+            self.backbone_config_, self.input_spec_, state = assembly.audio_setup(self, source)
+            return source, state
         if "tabular" in self.modalities and inputs.is_tabular(X, self.image_shape):
             if inputs.is_lazy_rows(X):  # an HDF5 dataset or FeatureStore: read batch by batch
                 source = inputs.lazy_tabular_source(X, min_samples=2)
@@ -351,9 +369,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
                                          tuple(self.mean_.tolist()), tuple(self.scale_.tolist()))
             return source, state
         if inputs.is_tabular(X, self.image_shape):
+            audio = ("modality='audio' if the rows are waveforms, or "
+                     if "audio" in self.modalities else "")
             raise InputError(f"{type(self).__name__} learns from {', '.join(self.modalities)} data "
-                             "and X is a 2-D table; pass image_shape=(H, W[, C]) if the rows are "
-                             "flattened images")
+                             f"and X is a 2-D table; pass {audio}image_shape=(H, W[, C]) if the "
+                             "rows are flattened images")
         if "image" not in self.modalities:
             raise InputError(f"{type(self).__name__} does not take images (it takes "
                              f"{', '.join(self.modalities)})")
@@ -366,6 +386,24 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
         self.backbone_config_, self.input_spec_ = config, spec
         return source, state
 
+    def _is_audio(self, X: Any) -> bool:
+        """Whether ``X`` is audio: Waveforms, anything with ``modality="audio"``, or with
+        ``modality="auto"`` a list of 1-D arrays; only for methods that take audio."""
+        if "audio" not in self.modalities:
+            if isinstance(X, inputs.Waveforms):
+                raise InputError(f"X holds audio (Waveforms), which {type(self).__name__} does "
+                                 f"not take (it takes {', '.join(self.modalities)} data)")
+            return False
+        modality = getattr(self, "modality", "auto")
+        if modality not in ("auto", "image", "audio"):
+            raise ParameterError(f"The 'modality' parameter of {type(self).__name__} must be a "
+                                 f"str among {{'auto', 'image', 'audio'}}. Got {modality!r} instead.")
+        if isinstance(X, inputs.Waveforms) and modality == "image":
+            raise InputError("X holds audio (Waveforms), but modality='image'; set "
+                             "modality='audio' or 'auto'")
+        return (modality == "audio" or isinstance(X, inputs.Waveforms)
+                or (modality == "auto" and inputs.is_audio_list(X)))
+
     def _image_source(self, X: Any, min_samples: int = 2) -> inputs.Source:
         return inputs.image_source(X, channels=self.channels, image_size=self.image_size,
                                    scale=self.scale, image_shape=self.image_shape,
@@ -373,6 +411,11 @@ class FeatureExtractor(TransformerMixin, BaseEstimator):
 
     def _transform_inputs(self, X: Any) -> inputs.Source:
         spec = InputSpec.from_dict(self.input_spec_.to_dict())
+        if spec.modality == "audio":
+            return inputs.audio_source(X, sample_rate=spec.sample_rate, min_samples=0)
+        if isinstance(X, inputs.Waveforms):
+            raise InputError(f"X holds audio (Waveforms), but {type(self).__name__} was fitted "
+                             f"on {spec.modality} data")
         if spec.modality == "tabular":
             if inputs.is_lazy_rows(X):
                 return inputs.lazy_tabular_source(X, n_features=self.n_features_in_)

@@ -3,7 +3,9 @@
 Images: scale to [0, 1], repeat grey to RGB when pretrained weights need it,
 resize to the working size, then (after any augmentation) normalize with the
 per-channel mean and std. Tabular rows: standardize with the fitted mean and
-scale. Kept apart from the method so a method never sees raw data.
+scale. Audio: move the :class:`~featurekit.audio.AudioBatch` to the device as
+float32 in [-1, 1] (int16 PCM divided by 32768); the method makes its own
+spectrograms. Kept apart from the method so a method never sees raw data.
 
 :meth:`Preprocessor.inverse` goes the other way, for methods that output
 inputs (decoders, generators): a model-space batch back to the convention of
@@ -13,10 +15,13 @@ the data given to ``fit`` (its size, channels, layout, scale and dtype).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+from featurekit.audio import AudioBatch
 
 
 @dataclass
@@ -31,6 +36,12 @@ class InputSpec:
     ``"last"`` for (N, H, W, C)), whether ``image_shape=`` flattened them into
     rows, and ``"uint8"`` or ``"float32"``; outputs go back the same way
     (:meth:`Preprocessor.inverse`).
+
+    Audio (``modality="audio"``): ``sample_shape`` and ``working_shape`` are
+    ``(max_length,)``, ``scale`` 32768 for int16 input and 1 for float,
+    ``dtype`` ``"int16"`` or ``"float32"``, ``sample_rate`` the rate in Hz and
+    ``max_length`` / ``min_length`` the longest and shortest clip seen in fit
+    (in samples); these three are None for other modalities.
     """
 
     modality: str
@@ -42,6 +53,9 @@ class InputSpec:
     layout: str = "first"
     flat: bool = False
     dtype: str = "float32"
+    sample_rate: int | None = None
+    max_length: int | None = None
+    min_length: int | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,7 +66,8 @@ class InputSpec:
         return cls(d["modality"], tuple(d["sample_shape"]), float(d["scale"]),
                    tuple(d["working_shape"]), tuple(d["mean"]), tuple(d["std"]),
                    d.get("layout", "first"), bool(d.get("flat", False)),
-                   d.get("dtype", "float32"))
+                   d.get("dtype", "float32"), d.get("sample_rate"), d.get("max_length"),
+                   d.get("min_length"))
 
 
 class Preprocessor:
@@ -64,8 +79,17 @@ class Preprocessor:
         self.mean = torch.tensor(spec.mean, dtype=torch.float32, device=device).view(shape)
         self.std = torch.tensor(spec.std, dtype=torch.float32, device=device).view(shape)
 
-    def base(self, raw: torch.Tensor) -> torch.Tensor:
-        """Raw batch -> float on the device: images in [0, 1] at the working size."""
+    def base(self, raw: Any) -> Any:
+        """Raw batch -> float on the device: images in [0, 1] at the working size,
+        audio as an :class:`~featurekit.audio.AudioBatch` of float32 in [-1, 1]."""
+        if self.spec.modality == "audio":
+            batch = raw.to(self.device, non_blocking=True)
+            wave = batch.wave
+            if wave.dtype == torch.int16:
+                wave = wave.float().div_(32768.0)
+            elif wave.dtype != torch.float32:
+                wave = wave.float()
+            return AudioBatch(wave, batch.lengths, batch.index)
         x = raw.to(self.device, non_blocking=True)
         if self.spec.modality != "image":
             return (x.float() - self.mean).div_(self.std)
@@ -80,7 +104,7 @@ class Preprocessor:
             x = F.interpolate(x, size=(h, w), mode="bilinear", antialias=True, align_corners=False)
         return x
 
-    def finish(self, x: torch.Tensor) -> torch.Tensor:
+    def finish(self, x: Any) -> Any:
         """Augmented or clean base batch -> the backbone's input."""
         if self.spec.modality != "image":
             return x
@@ -89,7 +113,7 @@ class Preprocessor:
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def __call__(self, raw: torch.Tensor) -> torch.Tensor:
+    def __call__(self, raw: Any) -> Any:
         return self.finish(self.base(raw))
 
     def inverse(self, x: torch.Tensor) -> torch.Tensor:
@@ -101,7 +125,8 @@ class Preprocessor:
         multiplied by the input's scale (rounded to uint8 for uint8 input) and
         laid out as the input was ((N, H, W), (N, H, W, C) or (N, C, H, W),
         or flattened rows with ``image_shape=``). Tabular rows are
-        un-standardized.
+        un-standardized. Audio waves (B, T) are clipped to [-1, 1] and, for
+        int16 input, scaled and rounded back to int16.
 
         Parameters
         ----------
@@ -125,6 +150,11 @@ class Preprocessor:
         >>> back.shape, back.dtype, int(back[0, 0, 0])
         (torch.Size([2, 4, 4]), torch.uint8, 200)
         """
+        if self.spec.modality == "audio":
+            x = x.float().clamp(-1.0, 1.0)
+            if self.spec.dtype == "int16":
+                x = (x * 32768.0).round_().clamp_(-32768, 32767).to(torch.int16)
+            return x
         x = x.float() * self.std + self.mean
         if self.spec.modality != "image":
             return x

@@ -13,6 +13,28 @@ workers); a torch ``Dataset``; an h5py dataset (read lazily, batch by batch).
 Resizing rule (``image_size=S``): the shorter side is scaled to S with
 antialiased bilinear interpolation, then the centre S x S is cropped, as
 torchvision's evaluation transforms do; aspect ratios are kept.
+
+Audio (methods listing ``"audio"`` in ``modalities``, with the estimator
+parameters ``modality`` and ``sample_rate``) is accepted as:
+
+- a 2-D array or tensor (N, T), float in [-1, 1] or int16 PCM (scaled by
+  1/32768 on the device), only with ``modality="audio"``: a 2-D array is
+  otherwise a table;
+- a list of 1-D arrays of any lengths (``modality="auto"`` takes a list of
+  1-D arrays as audio);
+- :class:`Waveforms`: an (N, T) array plus the valid samples per row
+  (``lengths``) and optionally its ``sample_rate``, which must equal the
+  estimator's (there is no resampling). It indexes like an array, so sklearn's
+  splitters, ``cross_val_score`` and Pipelines can slice it.
+
+Other dtypes (int32, uint8, ...), NaN or infinity, float values outside
+[-1, 1], empty clips and arrays of another rank are refused with an
+:class:`~featurekit.exceptions.InputError`. Audio batches are
+:class:`featurekit.audio.AudioBatch` objects: ``wave`` (B, T) padded with
+zeros to the longest clip *of the batch* (int16 stays int16 until the
+preprocessor), and ``lengths`` (B,) int64. Clips shorter than the method's
+STFT frame are refused by :class:`featurekit.audio.LogMel`, which knows the
+frame size.
 """
 
 from __future__ import annotations
@@ -27,6 +49,7 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from featurekit.audio import AudioBatch
 from featurekit.exceptions import InputError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
@@ -458,3 +481,214 @@ def is_tabular(X: Any, image_shape: Any) -> bool:
     if shape is None:
         shape = np.asarray(X).shape
     return len(shape) == 2
+
+
+# -- audio ---------------------------------------------------------------------
+
+class Waveforms:
+    """Audio clips in an (N, T) array, each valid up to its own length.
+
+    Parameters
+    ----------
+    data : ndarray or Tensor of shape (n_samples, n_times)
+        float in [-1, 1] or int16 PCM; each row is a clip, padded at the end.
+    lengths : array-like of shape (n_samples,) or None, default=None
+        Valid samples per row (clipped to ``n_times``; samples beyond are
+        ignored); ``None``: every row is ``n_times`` samples long.
+    sample_rate : int or None, default=None
+        The clips' rate in Hz; when given, an estimator whose ``sample_rate``
+        differs refuses them.
+
+    Indexing with an int gives that clip's valid samples (a 1-D array); with
+    a slice, an index array or a boolean mask, a :class:`Waveforms` of those
+    rows, so sklearn's splitters and ``cross_val_score`` can split it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> w = Waveforms(np.zeros((3, 8000), np.int16), lengths=[8000, 3000, 20000],
+    ...               sample_rate=8000)
+    >>> len(w), w.lengths.tolist(), w[1].shape, w[[0, 2]].lengths.tolist()
+    (3, [8000, 3000, 8000], (3000,), [8000, 8000])
+    """
+
+    def __init__(self, data: Any, lengths: Any = None, sample_rate: int | None = None):
+        shape = tuple(getattr(data, "shape", np.shape(data)))
+        if len(shape) != 2:
+            raise InputError(f"Waveforms needs an (n_samples, n_times) array; got shape {shape}. "
+                             "Pass a list of 1-D arrays for clips of different lengths")
+        if not hasattr(data, "shape"):
+            data = np.asarray(data)
+        if lengths is None:
+            lengths = np.full(shape[0], shape[1], dtype=np.int64)
+        lengths = np.asarray(lengths)
+        if lengths.shape != (shape[0],) or (lengths.size and lengths.dtype.kind not in "iu"):
+            raise InputError(f"Waveforms lengths must be {shape[0]} integers (one per row); got "
+                             f"an array of shape {lengths.shape} and dtype {lengths.dtype}")
+        if lengths.size and lengths.min() < 0:
+            raise InputError(f"Waveforms lengths must be >= 0; got {int(lengths.min())}")
+        if sample_rate is not None and (not isinstance(sample_rate, (int, np.integer))
+                                        or sample_rate <= 0):
+            raise InputError(f"Waveforms sample_rate must be a positive int (Hz) or None; got "
+                             f"{sample_rate!r}")
+        self.data = data
+        self.lengths = np.minimum(lengths.astype(np.int64), shape[1])
+        self.sample_rate = None if sample_rate is None else int(sample_rate)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.data.shape)
+
+    def __len__(self) -> int:
+        return int(self.data.shape[0])
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, tuple) and len(key) == 2 and key[1] is Ellipsis:
+            key = key[0]  # sklearn's _safe_indexing asks for X[key, ...]
+        if isinstance(key, (int, np.integer)):
+            return self.data[key][: int(self.lengths[key])]
+        if isinstance(key, tuple):
+            raise InputError("Waveforms index rows only (an int, slice, index array or mask)")
+        rows = key if isinstance(key, slice) else np.asarray(key)
+        data_rows = torch.as_tensor(rows) if isinstance(self.data, torch.Tensor) and \
+            not isinstance(rows, slice) else rows
+        return Waveforms(self.data[data_rows], self.lengths[rows], self.sample_rate)
+
+    def __repr__(self) -> str:
+        rate = "" if self.sample_rate is None else f", sample_rate={self.sample_rate}"
+        return f"Waveforms(n_samples={len(self)}, n_times={self.shape[1]}{rate})"
+
+
+class AudioSource(Source):
+    """Audio clips in memory, padded per batch to the batch's longest clip.
+
+    ``data`` is either an (N, T) tensor whose row ``i`` is valid up to
+    ``lengths[i]``, or (``offsets`` given) all clips end to end in one 1-D
+    tensor, clip ``i`` starting at ``offsets[i]``. Batches are gathered with
+    one indexing operation each, never a loop over clips.
+    """
+
+    def __init__(self, data: torch.Tensor, lengths: torch.Tensor,
+                 offsets: torch.Tensor | None = None, sample_rate: int | None = None):
+        scale = 32768.0 if data.dtype == torch.int16 else 1.0
+        super().__init__(len(lengths), (int(lengths.max()),), "audio", scale)
+        self.data, self.lengths, self.offsets = data, lengths, offsets
+        self.sample_rate = sample_rate
+
+    def batches(self, order, batch_size, num_workers=0):
+        order_t = torch.as_tensor(np.asarray(order), dtype=torch.long)
+        for start in range(0, len(order_t), batch_size):
+            idx = order_t[start:start + batch_size]
+            lengths = self.lengths.index_select(0, idx)
+            longest = int(lengths.max()) if len(idx) else 0
+            valid = torch.arange(longest)[None, :] < lengths[:, None]
+            if self.offsets is None:
+                wave = self.data[:, :longest].index_select(0, idx)
+            else:
+                pos = self.offsets.index_select(0, idx)[:, None] + torch.arange(longest)[None, :]
+                wave = self.data[torch.where(valid, pos, 0)]
+            yield AudioBatch(wave.masked_fill_(~valid, 0), lengths, idx)
+
+    def fingerprint(self) -> str:
+        h = hashlib.sha256(f"audio:{tuple(self.data.shape)}{self.data.dtype}".encode())
+        h.update(self.lengths.numpy().tobytes())
+        h.update(np.ascontiguousarray(self.data.numpy()).view(np.uint8).data)
+        return h.hexdigest()
+
+
+_AUDIO_DTYPES = "int16 PCM or float in [-1, 1] (float16, float32 or float64)"
+
+
+def is_audio_list(X: Any) -> bool:
+    """Whether ``X`` is a non-empty list or tuple of 1-D arrays (clips)."""
+    return (isinstance(X, (list, tuple)) and len(X) > 0
+            and not isinstance(X[0], (str, os.PathLike))
+            and all(np.ndim(a) == 1 for a in X))
+
+
+def _audio_array(a: Any, what: str) -> np.ndarray:
+    """``a`` as a numpy int16 or float32 array, its dtype and values checked."""
+    a = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else np.asarray(a)
+    if a.dtype == np.int16:
+        return a
+    if a.dtype.kind != "f":
+        raise InputError(f"{what} has dtype {a.dtype}, which is not accepted for audio: pass "
+                         f"{_AUDIO_DTYPES}. Convert other PCM first (int32: x / 2**31, uint8: "
+                         "(x - 128) / 128)")
+    a = a.astype(np.float32, copy=False)
+    finite = np.isfinite(a)
+    if not finite.all():
+        row = int(np.argwhere(~finite)[0][0]) if a.ndim == 2 else None
+        where = f" (row {row})" if row is not None else ""
+        raise InputError(f"{what} contains NaN or infinity{where}; clean the audio first")
+    peak = float(np.abs(a).max(initial=0.0))
+    if peak > 1.0:
+        raise InputError(f"float audio must lie in [-1, 1]; {what} reaches {peak:g}. Divide "
+                         "int16 PCM by 32768 (or pass the int16 array itself)")
+    return a
+
+
+def audio_source(X: Any, *, sample_rate: int | None = None, min_samples: int = 2) -> Source:
+    """Wrap audio input ``X`` in an :class:`AudioSource` (see the module docstring).
+
+    Parameters
+    ----------
+    X : ndarray or Tensor of shape (n_samples, n_times), list of 1-D arrays, or Waveforms
+        The clips.
+    sample_rate : int or None, default=None
+        The estimator's rate in Hz; a :class:`Waveforms` carrying another one is refused.
+    min_samples : int, default=2
+        Fewest clips accepted (0: any non-empty input).
+    """
+    lengths = None
+    if isinstance(X, Waveforms):
+        if X.sample_rate is not None and sample_rate is not None and X.sample_rate != sample_rate:
+            raise InputError(f"X holds audio at {X.sample_rate} Hz, but the estimator's "
+                             f"sample_rate is {sample_rate} Hz; resample the audio, or set "
+                             f"sample_rate={X.sample_rate} before fit (featurekit never "
+                             "resamples)")
+        X, lengths = X.data, X.lengths
+    if isinstance(X, (list, tuple)):
+        return _clip_list_source(X, sample_rate, min_samples)
+    shape = tuple(getattr(X, "shape", np.shape(X)))
+    if len(shape) != 2:
+        raise InputError(f"audio must be an (n_samples, n_times) array, a list of 1-D arrays or "
+                         f"Waveforms; got an array of shape {shape}. Mix multichannel audio "
+                         "down to mono first")
+    if min_samples:
+        _check_n(shape[0])
+    elif shape[0] == 0:
+        raise InputError("X is empty (n_samples=0)")
+    if shape[1] == 0:
+        raise InputError(f"X has clips of 0 samples (shape {shape}); clips need samples")
+    data = torch.from_numpy(np.ascontiguousarray(_audio_array(X, "X")))
+    lengths = (torch.full((shape[0],), shape[1], dtype=torch.long) if lengths is None
+               else torch.from_numpy(np.asarray(lengths, dtype=np.int64)))
+    _check_clip_lengths(lengths)
+    return AudioSource(data, lengths, sample_rate=sample_rate)
+
+
+def _clip_list_source(clips: Sequence[Any], sample_rate: int | None,
+                      min_samples: int) -> Source:
+    if min_samples:
+        _check_n(len(clips))
+    elif not len(clips):
+        raise InputError("X is empty (n_samples=0)")
+    arrays = []
+    for i, clip in enumerate(clips):
+        if np.ndim(clip) != 1:
+            raise InputError(f"clip {i} of X has shape {np.shape(clip)}; a list of clips must "
+                             "hold 1-D arrays (mix multichannel audio down to mono)")
+        arrays.append(_audio_array(clip, f"clip {i} of X"))
+    if any(a.dtype != np.int16 for a in arrays):  # mixed int16 and float: all to float
+        arrays = [a / np.float32(32768) if a.dtype == np.int16 else a for a in arrays]
+    lengths = torch.tensor([len(a) for a in arrays], dtype=torch.long)
+    _check_clip_lengths(lengths)
+    offsets = torch.cumsum(lengths, 0) - lengths
+    return AudioSource(torch.from_numpy(np.concatenate(arrays)), lengths, offsets, sample_rate)
+
+
+def _check_clip_lengths(lengths: torch.Tensor) -> None:
+    empty = (lengths == 0).nonzero()
+    if len(empty):
+        raise InputError(f"clip {int(empty[0, 0])} of X has 0 samples; every clip needs samples")
