@@ -36,6 +36,8 @@ __all__ = [
     "knn_accuracy",
     "knn_loo_accuracy",
     "linear_probe_accuracy",
+    "parts_table",
+    "PartsTable",
 ]
 
 # Columns that hold accuracies in [0, 1]; `format_table` prints them as percentages.
@@ -573,3 +575,153 @@ def _format_cell(column: str, value: Any) -> str:
 def _escape(text: str) -> str:
     # A bare pipe would end the markdown cell early.
     return text.replace("|", "\\|")
+
+
+class PartsTable:
+    """What each part knows: linear-probe accuracy per (features, factor), with chance.
+
+    Made by :func:`parts_table`. ``str(table)`` (or :meth:`to_markdown`) is a
+    markdown table with one row per feature set, one column per factor, and a
+    last row of chance levels.
+
+    Attributes
+    ----------
+    rows : list of dict
+        ``{"features": name, "n_features": int, factor: accuracy, ...}``, in order.
+    chance : dict of str to float
+        Per factor, the majority-class rate on the test labels: the accuracy of
+        always guessing the commonest test class (``1 / n_classes`` when the
+        classes are balanced).
+    """
+
+    def __init__(self, rows: list[dict[str, Any]], chance: dict[str, float]):
+        self.rows = rows
+        self.chance = chance
+
+    @property
+    def factors(self) -> list[str]:
+        """The factor names, in order."""
+        return list(self.chance)
+
+    def accuracy(self, features: str, factor: str) -> float:
+        """The probe accuracy of feature set ``features`` on ``factor``."""
+        for row in self.rows:
+            if row["features"] == features:
+                if factor not in self.chance:
+                    raise KeyError(f"no factor {factor!r}; the factors are {self.factors}")
+                return row[factor]
+        raise KeyError(f"no features {features!r}; the rows are "
+                       f"{[row['features'] for row in self.rows]}")
+
+    def to_markdown(self) -> str:
+        """The table as markdown, accuracies with three decimals, chance last."""
+        shown = [{k: round(v, 3) if isinstance(v, float) else v for k, v in row.items()}
+                 for row in self.rows]
+        shown.append({"features": "chance (majority class)",
+                      **{f: round(v, 3) for f, v in self.chance.items()}})
+        return format_table(shown, ["features", "n_features", *self.factors])
+
+    def __str__(self) -> str:
+        return self.to_markdown()
+
+    def __repr__(self) -> str:
+        return f"PartsTable({len(self.rows)} feature sets x factors {self.factors})"
+
+
+def parts_table(
+    estimator_or_features: Any,
+    X_train: Any = None,
+    X_test: Any = None,
+    *,
+    factors_train: Mapping[str, ArrayLike],
+    factors_test: Mapping[str, ArrayLike],
+    baselines: Mapping[str, tuple[ArrayLike, ArrayLike]] | None = None,
+) -> PartsTable:
+    """What each feature part knows about each factor: linear-probe accuracies.
+
+    For every feature part (a fitted multi-part estimator's ``content`` and
+    ``style``, say) and every factor label (digit, speaker, domain), one
+    probe with one fixed protocol: ``StandardScaler`` then
+    ``LogisticRegression(C=1, max_iter=2000)`` (:func:`linear_probe_accuracy`),
+    trained on the train features, scored on the test features. The protocol
+    has no knobs on purpose, so that a disentanglement target is met by the
+    features, never by tuning the probe. Chance is the majority-class rate of
+    each factor on the test labels.
+
+    Parameters
+    ----------
+    estimator_or_features : fitted FeatureExtractor or mapping
+        A fitted estimator: each of its ``feature_parts_`` is a row, computed
+        by ``transform`` on ``X_train`` and ``X_test`` (whatever its ``part``
+        parameter; it is restored). Or a mapping ``{name: (train_features,
+        test_features)}`` of precomputed feature matrices.
+    X_train, X_test : inputs, optional
+        The estimator's train and test inputs (not used with a mapping).
+    factors_train, factors_test : mapping of str to array-like
+        ``{factor: labels}`` for the train and the test samples, the same
+        factors in both.
+    baselines : mapping, optional
+        More rows, ``{name: (train_features, test_features)}``, after the
+        parts (raw pixels, an untrained model...).
+
+    Returns
+    -------
+    PartsTable
+        ``str(table)`` is a markdown table; ``table.accuracy(part, factor)``
+        one number; ``table.rows`` and ``table.chance`` the data.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.default_rng(0)
+    >>> a, b = rng.integers(0, 2, 200), rng.integers(0, 2, 200)
+    >>> parts = {"knows_a": a[:, None] + 0.1 * rng.normal(size=(200, 1)),
+    ...          "knows_b": b[:, None] + 0.1 * rng.normal(size=(200, 1))}
+    >>> table = parts_table({k: (v[:100], v[100:]) for k, v in parts.items()},
+    ...                     factors_train={"a": a[:100], "b": b[:100]},
+    ...                     factors_test={"a": a[100:], "b": b[100:]})
+    >>> table.accuracy("knows_a", "a"), table.accuracy("knows_b", "b")
+    (1.0, 1.0)
+    """
+    if set(factors_train) != set(factors_test) or not factors_train:
+        raise InputError(f"factors_train and factors_test must name the same factors (at least "
+                         f"one); got {sorted(factors_train)} and {sorted(factors_test)}")
+    if isinstance(estimator_or_features, Mapping):
+        sets = dict(estimator_or_features)
+    else:
+        sets = _estimator_parts(estimator_or_features, X_train, X_test)
+    sets.update(baselines or {})
+    factors = list(factors_train)
+    chance = {}
+    for f in factors:
+        _, counts = np.unique(np.asarray(factors_test[f]), return_counts=True)
+        chance[f] = float(counts.max() / counts.sum())
+    rows = []
+    for name, pair in sets.items():
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise InputError(f"features {name!r} must be a pair (train_features, test_features)")
+        train = _as_numpy_features(pair[0], f"{name} train features")
+        test = _as_numpy_features(pair[1], f"{name} test features")
+        row: dict[str, Any] = {"features": str(name), "n_features": int(train.shape[1])}
+        for f in factors:
+            row[f] = linear_probe_accuracy(train, factors_train[f], test, factors_test[f])
+        rows.append(row)
+    return PartsTable(rows, chance)
+
+
+def _estimator_parts(est: Any, X_train: Any, X_test: Any) -> dict[str, tuple]:
+    """Each part of a fitted multi-part estimator, on ``X_train`` and ``X_test``."""
+    parts = getattr(est, "feature_parts_", None)
+    if parts is None or not hasattr(est, "transform"):
+        raise InputError("parts_table takes a fitted featurekit estimator (with feature_parts_) "
+                         "or a mapping {name: (train_features, test_features)}; got "
+                         f"{type(est).__name__}")
+    if X_train is None or X_test is None:
+        raise InputError("parts_table needs X_train and X_test with an estimator")
+    part = est.get_params()["part"]
+    try:
+        est.set_params(part=None)
+        train, test = est.transform(X_train), est.transform(X_test)
+    finally:
+        est.set_params(part=part)
+    return {name: (train[:, cols], test[:, cols]) for name, cols in parts.items()}

@@ -1,0 +1,260 @@
+"""ContentStyle and BetaVAE beyond the conformance kit (which tests/test_common.py runs
+over every registered method): parts and their names, recombination, the groups= fit
+argument (routing, bad values), AdaIN and the partner draw against
+their definitions, the beta-VAE's per-dimension KL, and featurekit.evaluate.parts_table."""
+
+from __future__ import annotations
+
+import pickle
+
+import numpy as np
+import pytest
+import sklearn
+import torch
+from sklearn.datasets import load_digits
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+
+import featurekit
+from featurekit.datasets import load_mnist
+from featurekit.evaluate import parts_table
+from featurekit.exceptions import InputError, ParameterError
+from featurekit.testing import tiny_data
+from featurekit_disentangling import BetaVAE, ContentStyle
+from featurekit_disentangling.losses import same_group_partners
+from featurekit_disentangling.networks import AdaINDecoder, adain
+
+#: A ContentStyle as small as the kit's tiny models (content 4 x 2 x 2 = 16, style 4).
+TINY = dict(backbone_kwargs={"width": 4}, content_channels=4, content_grid=2, style_dim=4,
+            style_width=4, decoder_width=8, max_epochs=1, batch_size=32, device="cpu",
+            random_state=0, verbose=0)
+
+
+def tiny_cs(**params) -> ContentStyle:
+    return ContentStyle(**{**TINY, **params})
+
+
+@pytest.fixture(scope="module")
+def mnist():
+    """256 real MNIST digits (28 px, uint8), their labels, and two groups (even / odd rows)."""
+    x, y = load_mnist()
+    return x[:256], y[:256], np.arange(256) % 2
+
+
+@pytest.fixture(scope="module")
+def fitted(mnist):
+    X, _, groups = mnist
+    return tiny_cs().fit(X, groups=groups)
+
+
+def test_the_family_and_its_backbone_are_registered():
+    names = {m["name"] for m in featurekit.list_methods() if m["family"] == "disentangling"}
+    assert names == {"content_style", "beta_vae"}
+    assert [b["name"] for b in featurekit.list_backbones("content_enc*")] == ["content_encoder"]
+
+
+# -- parts ---------------------------------------------------------------------------------
+
+def test_parts_shapes_and_names(fitted, mnist):
+    X = mnist[0][:20]
+    assert fitted.feature_parts_ == {"content": slice(0, 16), "style": slice(16, 20)}
+    both = fitted.transform(X)
+    assert both.shape == (20, 20) and both.dtype == np.float32
+    names = fitted.get_feature_names_out()
+    assert names[0] == "content_style_content0" and names[16] == "content_style_style0"
+    for part, cols in fitted.feature_parts_.items():
+        fitted.set_params(part=part)
+        np.testing.assert_array_equal(fitted.transform(X), both[:, cols])
+        assert len(fitted.get_feature_names_out()) == cols.stop - cols.start
+    fitted.set_params(part="both")
+    np.testing.assert_array_equal(fitted.transform(X), both)
+    fitted.set_params(part=None)
+
+
+def test_the_content_part_has_its_stated_size_whatever_the_image_size():
+    X8 = load_digits().images[:40].astype(np.float32) / 16
+    X20 = np.kron(X8, np.ones((1, 3, 3)))[:, :20, :20]
+    widths = [tiny_cs(content_grid=3).fit(X).transform(X).shape[1] for X in (X8, X20)]
+    assert widths == [4 * 9 + 4, 4 * 9 + 4]
+
+
+def test_a_misspelled_part_is_named_with_a_suggestion(fitted, mnist):
+    with pytest.raises(ParameterError, match=r"Got 'contnet' instead\. Did you mean 'content'"):
+        tiny_cs(part="contnet").fit(mnist[0][:40])
+    fitted.set_params(part="stlye")
+    try:
+        with pytest.raises(ParameterError, match="Did you mean 'style'"):
+            fitted.transform(mnist[0][:2])
+    finally:
+        fitted.set_params(part=None)
+
+
+# -- recombine -----------------------------------------------------------------------------
+
+def test_recombine_gives_images_like_the_content_input(fitted, mnist):
+    X = mnist[0]
+    out = fitted.recombine(content_of=X[:6], style_of=X[6:12])
+    assert out.shape == (6, 28, 28) and out.dtype == np.uint8
+    floats = fitted.recombine(content_of=X[:3].astype(np.float32) / 255, style_of=X[3:6])
+    assert floats.dtype == np.float32 and 0 <= floats.min() and floats.max() <= 1
+    one_style = fitted.recombine(content_of=X[:6], style_of=X[6:7])
+    np.testing.assert_array_equal(one_style[2], fitted.recombine(content_of=X[2:3],
+                                                                 style_of=X[6:7])[0])
+
+
+def test_the_style_changes_the_output_and_content_alone_fixes_nothing_else(fitted, mnist):
+    X = mnist[0].astype(np.float32) / 255
+    own = fitted.recombine(content_of=X[:8], style_of=X[:8])
+    swapped = fitted.recombine(content_of=X[:8], style_of=X[8:16])
+    assert (np.abs(own - swapped).mean(axis=(1, 2)) > 0).all()
+    # Each output depends on its own content and style only: batching and the other
+    # rows change nothing.
+    fitted.set_params(inference_batch_size=3)
+    try:
+        again = fitted.recombine(content_of=X[:8], style_of=X[8:16])
+    finally:
+        fitted.set_params(inference_batch_size=256)
+    np.testing.assert_allclose(again, swapped, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(
+        fitted.recombine(content_of=X[[0, 20]], style_of=X[[8, 30]])[0], swapped[0],
+        rtol=0, atol=1e-6)
+
+
+def test_recombine_refuses_mismatched_inputs(fitted, mnist):
+    X = mnist[0]
+    with pytest.raises(InputError, match="content_of has 4 samples and style_of 3"):
+        fitted.recombine(content_of=X[:4], style_of=X[4:7])
+    with pytest.raises(InputError, match=r"style_of: .*shape"):
+        fitted.recombine(content_of=X[:2], style_of=np.zeros((2, 16, 16), np.uint8))
+    with pytest.raises(InputError, match=r"modality .*\(image\); content_of is image, "
+                                         r"style_of is tabular"):
+        fitted.recombine(content_of=X[:2], style_of=X[:2].reshape(2, -1))
+
+
+# -- groups ---------------------------------------------------------------------------------
+
+def test_groups_are_routed_in_a_pipeline_and_y_never_becomes_groups(mnist):
+    X, y, groups = mnist[0][:64], mnist[1][:64], mnist[2][:64]
+    with sklearn.config_context(enable_metadata_routing=True):
+        est = tiny_cs().set_fit_request(groups=True)
+        pipe = make_pipeline(est, LogisticRegression(max_iter=200))
+        pipe.fit(X, y, groups=groups)
+        assert pipe.predict(X).shape == (64,)
+    assert pipe[0].group_values_.tolist() == [0, 1]
+    direct = tiny_cs().fit(X, groups=groups)
+    np.testing.assert_array_equal(pipe[0].transform(X), direct.transform(X))
+    with_y = tiny_cs().fit(X, y)
+    assert with_y.group_values_ is None and "critic" not in with_y.modules_
+    np.testing.assert_array_equal(with_y.transform(X), tiny_cs().fit(X).transform(X))
+
+
+def test_a_fit_with_groups_records_its_terms_and_keeps_no_training_groups(fitted, mnist):
+    for key in ("loss_model", "loss_critic", "reconstruction", "swap", "style_classification",
+                "confusion", "critic_accuracy"):
+        assert len(fitted.history_[key]) == 1 and np.isfinite(fitted.history_[key][0]), key
+    assert len(fitted.modules_["group_codes"].codes) == 0
+    again = pickle.loads(pickle.dumps(fitted))
+    assert "critic" in again.modules_
+    np.testing.assert_array_equal(again.transform(mnist[0][:5]), fitted.transform(mnist[0][:5]))
+
+
+@pytest.mark.parametrize("groups, message", [
+    (np.zeros(40), r"one value \(np.float64\(0.0\)\)|one value \(0.0\)"),
+    (np.arange(39) % 2, "X and groups have different lengths: n_samples=40, len"),
+    (np.zeros((40, 2)), "1-D array"),
+])
+def test_bad_groups_are_named(groups, message, mnist):
+    with pytest.raises(InputError, match=message) as info:
+        tiny_cs().fit(mnist[0][:40], groups=groups)
+    assert isinstance(info.value, ValueError)
+
+
+def test_warm_start_needs_the_same_groups(mnist):
+    X, _, groups = mnist
+    est = tiny_cs(warm_start=True).fit(X[:40], groups=groups[:40])
+    with pytest.raises(ParameterError, match="warm_start=True continues"):
+        est.fit(X[:40])
+    est.fit(X[:40], groups=groups[:40])
+    assert est.n_epochs_ == 2
+
+
+# -- networks and losses ------------------------------------------------------------------------
+
+def test_adain_sets_each_channels_mean_and_std():
+    x = torch.randn(3, 5, 6, 7) * 4 + 2
+    scale, shift = torch.rand(3, 5) + 0.5, torch.randn(3, 5)
+    out = adain(x, scale, shift)
+    torch.testing.assert_close(out.mean(dim=(2, 3)), shift, atol=1e-4, rtol=0)
+    torch.testing.assert_close(out.std(dim=(2, 3), unbiased=False), scale, atol=1e-3, rtol=0)
+
+
+@pytest.mark.parametrize("map_size, shape", [((7, 7), (1, 28, 28)), ((4, 4), (3, 16, 16)),
+                                             ((2, 3), (1, 8, 12)), ((2, 2), (1, 9, 9))])
+def test_the_decoder_gives_the_working_size(map_size, shape):
+    dec = AdaINDecoder(4, map_size, shape, style_dim=3, width=16)
+    assert dec(torch.randn(2, 4, *map_size), torch.randn(2, 3)).shape == (2, *shape)
+
+
+def test_partners_are_other_members_of_the_same_group():
+    torch.manual_seed(0)
+    groups = torch.randint(0, 5, (200,))
+    partners = same_group_partners(groups)
+    assert torch.equal(groups[partners], groups)
+    assert bool((partners != torch.arange(200)).all())
+    assert sorted(partners.tolist()) == list(range(200))  # a permutation: every style is used
+
+
+def test_a_backbone_whose_map_is_one_pixel_is_refused():
+    X, _ = tiny_data("image")
+    with pytest.raises(ParameterError, match=r"1 x 1 map.*image_size="):
+        tiny_cs(backbone="small_cnn").fit(X)
+
+
+# -- beta-VAE --------------------------------------------------------------------------------------
+
+def test_beta_vae_records_the_kl_of_each_dimension():
+    X = load_digits().data
+    vae = BetaVAE("mlp", n_components=3, max_epochs=2, batch_size=64, random_state=0,
+                  verbose=0).fit(X)
+    assert vae.beta == 4.0 and vae.family == "disentangling"
+    per_dim = vae.kl_per_dimension()
+    assert per_dim.shape == (2, 3) and (per_dim >= 0).all()
+    assert [f"kl_dim{i}" in vae.history_ for i in range(3)] == [True] * 3
+    np.testing.assert_allclose(per_dim.sum(axis=1), vae.history_["kl"], rtol=1e-4)
+
+
+# -- parts_table ---------------------------------------------------------------------------------------
+
+def test_parts_table_on_a_case_with_a_known_answer():
+    rng = np.random.default_rng(0)
+    n = 600
+    a, b = rng.integers(0, 3, n), rng.integers(0, 2, n)
+    knows_a = np.eye(3)[a] + 0.1 * rng.normal(size=(n, 3))
+    knows_b = np.eye(2)[b] + 0.1 * rng.normal(size=(n, 2))
+    noise = rng.normal(size=(n, 4))
+    split = slice(0, 400), slice(400, n)
+    table = parts_table({"a_part": (knows_a[split[0]], knows_a[split[1]]),
+                         "b_part": (knows_b[split[0]], knows_b[split[1]])},
+                        factors_train={"a": a[split[0]], "b": b[split[0]]},
+                        factors_test={"a": a[split[1]], "b": b[split[1]]},
+                        baselines={"noise": (noise[split[0]], noise[split[1]])})
+    counts_a, counts_b = np.bincount(a[split[1]]), np.bincount(b[split[1]])
+    assert table.chance == {"a": counts_a.max() / 200, "b": counts_b.max() / 200}
+    assert table.accuracy("a_part", "a") == 1.0 and table.accuracy("b_part", "b") == 1.0
+    for part, factor in (("a_part", "b"), ("b_part", "a"), ("noise", "a"), ("noise", "b")):
+        assert table.accuracy(part, factor) < table.chance[factor] + 0.1
+    text = str(table)
+    assert "chance (majority class)" in text and "| a_part" in text and "noise" in text
+
+
+def test_parts_table_reads_an_estimators_parts(fitted, mnist):
+    X, y, groups = mnist
+    fitted.set_params(part="style")
+    table = parts_table(fitted, X[:128], X[128:], factors_train={"digit": y[:128]},
+                        factors_test={"digit": y[128:]})
+    assert fitted.part == "style"  # restored
+    fitted.set_params(part=None)
+    assert [row["features"] for row in table.rows] == ["content", "style"]
+    assert [row["n_features"] for row in table.rows] == [16, 4]
+    with pytest.raises(InputError, match="same factors"):
+        parts_table(fitted, X, X, factors_train={"digit": y}, factors_test={"group": groups})
