@@ -321,6 +321,17 @@ def _merge_params(est: Any, params: dict[str, Any], **options: Any) -> dict[str,
     return params
 
 
+def _parse_shard(ctx: click.Context, param: click.Parameter, value: str | None
+                 ) -> tuple[int, int] | str | None:
+    if value is None or value == "env":
+        return value
+    rank, sep, world = value.partition("/")
+    if sep and rank.isdigit() and world.isdigit() and int(rank) < int(world):
+        return int(rank), int(world)
+    raise click.BadParameter(f"expected I/N with 0 <= I < N (e.g. 0/4), or 'env'; got "
+                             f"{value!r}", ctx=ctx, param=param)
+
+
 @cli.command()
 @_model_argument
 @_data_argument
@@ -333,9 +344,15 @@ def _merge_params(est: Any, params: dict[str, Any], **options: Any) -> dict[str,
               show_default=True, help="Storage dtype of the features.")
 @click.option("--compression", type=click.Choice(["lzf", "gzip"]),
               help="Compress the features (they rarely shrink much; default: none).")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Extract with N processes on this machine, each writing every N-th part.")
+@click.option("--shard", callback=_parse_shard, metavar="I/N",
+              help="Write only shard I of N (I = 0..N-1), e.g. one per machine sharing "
+                   "OUTPUT's folder; 'env' takes RANK/WORLD_SIZE from torchrun.")
 @_quiet
 def extract(model: str, data: str, output: str, batch_size: int | None, device: str | None,
-            part_size: int, dtype: str, compression: str | None, quiet: bool) -> None:
+            part_size: int, dtype: str, compression: str | None, nproc: int,
+            shard: tuple[int, int] | str | None, quiet: bool) -> None:
     """Extract the features of DATA with MODEL into an HDF5 feature store.
 
     MODEL is a file written by `featurekit fit` (or est.save); DATA is
@@ -352,12 +369,29 @@ def extract(model: str, data: str, output: str, batch_size: int | None, device: 
     string labels go in the metadata as label_names), the file names of
     image files as keys, and provenance metadata (method, parameters,
     backbone, a sha256 of the weights, versions, model, input, time).
+
+    --nproc N runs N worker processes that write one store together
+    (threads per process: the cores / N). --shard I/N runs one of them, for
+    N processes on machines sharing OUTPUT's folder: run the same command
+    with I = 0 .. N-1; the store is complete when all have ended, and an
+    interrupted shard resumes by running it again.
     """
     from featurekit.data.files import load_data
+    from featurekit.extraction import resolve_shard
     from featurekit.store_parts import scan
     from featurekit.store import FeatureStore, StoreError
     from featurekit.store import extract as extract_features
 
+    if nproc > 1 and shard is not None:
+        raise click.UsageError("--nproc starts the shards itself; give --nproc or --shard, "
+                               "not both.")
+    if nproc > 1:
+        options = {"--part-size": part_size, "--dtype": dtype, "--batch-size": batch_size,
+                   "--compression": compression}
+        _extract_in_processes([model, data, "-o", output, "-q", *[
+            str(v) for name, value in options.items() if value is not None
+            for v in (name, value)]], output, nproc, device, quiet)
+        return
     est = _load_model(model, batch_size, device)
     loaded = load_data(data)
     labels, names = _integer_labels(loaded.y)
@@ -365,18 +399,110 @@ def extract(model: str, data: str, output: str, batch_size: int | None, device: 
                 "input_description": loaded.description}
     if names is not None:
         metadata["label_names"] = names
-    resumed = sum(part.rows for part in scan(output))
+    mine = None if shard is None else resolve_shard(shard)
+    if mine is not None:
+        _spread_over_gpus(est, mine[0])
+    resumed = sum(part.rows for part in scan(output)
+                  if mine is None or part.index % mine[1] == mine[0])
     try:
         extract_features(est, loaded.X, output, labels=labels, keys=loaded.keys,
                          metadata=metadata, part_size=part_size, dtype=dtype,
-                         compression=compression, verbose=0 if quiet else 1)
+                         compression=compression, shard=mine, verbose=0 if quiet else 1)
     except StoreError as exc:
         raise click.ClickException(_one_line(exc)) from None
     with FeatureStore(output) as store:
-        n_rows, width = store.shape
+        (n_rows, width), complete = store.shape, store.complete
     if resumed:
-        click.echo(f"resumed: {resumed} of {n_rows} rows were already extracted")
-    click.echo(f"{n_rows} rows x {width} features -> {output}")
+        of = f"of {n_rows}" if mine is None else f"of shard {mine[0]}/{mine[1]}'s"
+        click.echo(f"resumed: {resumed} {of} rows were already extracted")
+    if complete:
+        click.echo(f"{n_rows} rows x {width} features -> {output}")
+    else:
+        click.echo(f"shard {mine[0]}/{mine[1]} done; {n_rows} rows x {width} features -> "
+                   f"{output} so far, complete when every shard has ended")
+
+
+def _spread_over_gpus(est: Any, rank: int) -> None:
+    """Shard ``rank`` of a model on a plain ``cuda`` device goes to GPU ``rank % n_gpus``."""
+    import torch
+
+    from featurekit.assembly import resolve_device
+
+    device = resolve_device(est.device)
+    if device.type == "cuda" and device.index is None and torch.cuda.device_count() > 1:
+        est.set_params(device=f"cuda:{rank % torch.cuda.device_count()}")
+
+
+def _extract_in_processes(args: list[str], output: str, nproc: int, device: str | None,
+                          quiet: bool) -> None:
+    """Run ``featurekit extract ARGS --shard I/N`` for I = 0 .. N-1 and wait for them all,
+    showing the rows they have committed (read from the index) as progress."""
+    import json
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    import h5py
+    from tqdm.auto import tqdm
+
+    from featurekit.store import FeatureStore
+    from featurekit.store_parts import INDEX_ATTR
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    threads = max(1, (cores or 1) // nproc)
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):  # torch reads them at start-up
+        given = env.get(name, "")
+        env[name] = str(min(threads, int(given)) if given.isdigit() and int(given) else threads)
+    command = [sys.executable, "-c", "from featurekit.cli import main; main()", "extract", *args,
+               *(["--device", device] if device else [])]
+    logs, workers = [], []
+    bar = tqdm(unit="rows", desc=f"extract {Path(output).name}", leave=False,
+               disable=quiet or not sys.stderr.isatty())
+    try:
+        for rank in range(nproc):
+            logs.append(tempfile.TemporaryFile("w+"))
+            workers.append(subprocess.Popen([*command, "--shard", f"{rank}/{nproc}"],
+                                            stdout=subprocess.DEVNULL, stderr=logs[-1],
+                                            env=env))
+        while any(w.poll() is None for w in workers):
+            with contextlib.suppress(OSError, KeyError, ValueError):
+                with h5py.File(output, "r") as index:
+                    layout = json.loads(index.attrs[INDEX_ATTR])
+                bar.total = layout["n_samples"]
+                bar.update(sum(p["stop"] - p["start"] for p in layout["parts"]) - bar.n)
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        for worker in workers:
+            with contextlib.suppress(OSError):
+                worker.send_signal(signal.SIGINT)
+        for worker in workers:
+            worker.wait()
+        raise
+    finally:
+        bar.close()
+    failed = {}
+    for rank, (worker, log) in enumerate(zip(workers, logs)):
+        log.seek(0)
+        lines = log.read().splitlines()
+        log.close()
+        if worker.returncode:
+            errors = [line[len("Error: "):] for line in lines if line.startswith("Error: ")]
+            why = errors[-1] if errors else (lines[-1] if lines else
+                                             f"exit status {worker.returncode}")
+            failed.setdefault(why, []).append(f"{rank}/{nproc}")
+    if failed:
+        usage = all(w.returncode == 2 for w in workers if w.returncode)
+        message = "; ".join(f"shard{'s' if len(r) > 1 else ''} {', '.join(r)}: {why}"
+                            for why, r in failed.items())
+        if not usage:
+            message += (" The parts committed are kept: run the same command again to "
+                        "complete the store.")
+        raise (click.UsageError if usage else click.ClickException)(message)
+    with FeatureStore(output) as store:
+        n_rows, width = store.shape
+    click.echo(f"{n_rows} rows x {width} features -> {output} ({nproc} processes)")
 
 
 def _load_model(path: str, batch_size: int | None, device: str | None) -> Any:

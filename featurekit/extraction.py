@@ -11,6 +11,17 @@ Each store records what made it (provenance, root attribute
 sha256 of the model's weights, the featurekit, torch and h5py versions, the
 input, and the creation time. A store made by another model, or from other
 data, is refused and never overwritten.
+
+Sharded extraction: N processes write one store, each computing the parts
+``k`` with ``k % N == rank`` (deterministic, so no row is computed twice or
+left out). Run ``featurekit extract MODEL DATA -o feats.h5 --nproc N`` on one
+machine, or ``--shard I/N`` (``I`` = 0 .. N-1) on machines that share the
+folder, or call ``extract(est, X, path, shard=(rank, N))`` yourself
+(``shard="env"`` takes ``RANK`` and ``WORLD_SIZE`` from ``torchrun``). Every
+shard must be given the same model and input (a different one is refused);
+each adds its committed parts to the index as it goes, so the store is
+complete, ids ``0 .. n-1`` in input order, once every shard has returned. A
+shard that was interrupted resumes by running it again, like any extraction.
 """
 
 from __future__ import annotations
@@ -21,7 +32,7 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -65,6 +76,7 @@ def extract(
     dtype: str = "float32",
     compression: str | None = None,
     resume: bool = True,
+    shard: tuple[int, int] | str | None = None,
     verbose: int | None = None,
 ) -> Path:
     """Extract the features of ``X`` into a feature store at ``path``, streaming.
@@ -107,21 +119,33 @@ def extract(
         Complete an unfinished store of the same model and input at ``path``
         (a complete one is returned as it is). With False, any store at
         ``path`` is an error.
+    shard : (rank, world_size) or "env", optional
+        Write only shard ``rank`` of ``world_size`` processes that write the
+        store together: the parts ``k`` with ``k % world_size == rank``. Each
+        process passes the same arguments but its own ``rank``; ``"env"``
+        reads ``RANK`` and ``WORLD_SIZE`` (set by ``torchrun``). The store is
+        complete once every shard has returned. Needs ``resume=True`` (the
+        shards join one store) and POSIX file locks.
     verbose : int, optional
         0 hides the progress bar (as does a stderr that is not a terminal);
-        by default the estimator's ``verbose``.
+        by default the estimator's ``verbose``. Of shards, only rank 0 shows
+        it, counting the rows every shard has committed.
 
     Returns
     -------
     Path
-        ``path``, a complete store of ``n_samples`` rows.
+        ``path``, a complete store of ``n_samples`` rows (of a shard: once
+        the other shards have returned too).
 
     Raises
     ------
     InputError
         If ``path`` holds something else: a file that is not a feature store,
-        a store of another model or of other data, a store written in one
-        piece; it is left as it is. Also for invalid ``ids``/``labels``/``keys``.
+        a store of another model or of other data (for a shard: other than
+        the shards before it were given), a store written in one piece; it
+        is left as it is. Also for invalid ``ids``/``labels``/``keys``, and
+        while a process writes ``path`` in a way that would clash: a plain
+        extraction, the same shard, or shards of another ``world_size``.
     StoreError
         If the disk refuses a write (full, read-only): the parts committed
         so far are kept, and the same call resumes once the cause is fixed.
@@ -146,9 +170,19 @@ def extract(
     >>> with FeatureStore(path) as store:
     ...     store.metadata["method"], len(store.metadata["model_sha256"])
     ('pretrained', 64)
+
+    Two shards (each would run in its own process) write one store:
+
+    >>> sharded = os.path.join(tempfile.mkdtemp(), "feats.h5")
+    >>> for rank in (1, 0):
+    ...     _ = extract(est, X[:100], sharded, part_size=16, shard=(rank, 2))
+    >>> with FeatureStore(sharded) as store:
+    ...     store.complete, store.ids[:].tolist() == list(range(100)), len(store.parts)
+    (True, True, 7)
     """
     check_is_fitted(estimator, "modules_")
     _check_params(part_size, batch_size, dtype, compression, resume)
+    shard = resolve_shard(shard, resume=resume)
     path = Path(path)
     if batch_size is not None:
         # A shallow copy that shares the fitted modules (copy.copy would go through
@@ -166,12 +200,27 @@ def extract(
     meta = {**dict(metadata or {}), **provenance}
     if "input_description" in (metadata or {}):
         meta["input_description"] = metadata["input_description"]
-    quiet = (estimator.verbose if verbose is None else verbose) == 0 or not sys.stderr.isatty()
-    with store_parts.locked(path):
-        done, index_stale, part_size, created = _reconcile(path, identity, part_size, resume)
-        meta["created"] = created or meta["created"]
-        n_parts = math.ceil(n / part_size)
-        todo = [k for k in range(n_parts) if k not in done]
+    rank, world = shard or (0, 1)
+    quiet = ((estimator.verbose if verbose is None else verbose) == 0 or rank != 0
+             or not sys.stderr.isatty())
+    # Shards share the index: they read and rewrite it under a short lock.
+    index_lock = (lambda: store_parts.index_locked(path)) if shard else contextlib.nullcontext
+    with store_parts.locked(path, shard):
+        with index_lock():
+            done, stale, part_size, existing = _reconcile(
+                path, identity, part_size, resume,
+                clean=True if shard is None else (lambda k: k % world == rank))
+            meta["created"] = (existing or {}).get("created") or next(
+                (p.info["created"] for p in done.values() if p.info.get("created")),
+                meta["created"])
+            if shard is not None and existing is not None:
+                # Every shard keeps the metadata of the first; "completed" comes when it is.
+                meta = {k: v for k, v in existing.items() if k != "completed"}
+            n_parts = math.ceil(n / part_size)
+            todo = [k for k in range(n_parts) if k not in done and k % world == rank]
+            # The first shard writes the index at once: the next ones take its part size.
+            if (stale and not todo) or (shard is not None and existing is None):
+                _write_index(path, done, meta, part_size, n_parts, n)
         from tqdm.auto import tqdm
 
         bar = tqdm(total=n, initial=sum(p.rows for p in done.values()), unit="rows",
@@ -183,11 +232,12 @@ def extract(
                 blocks = _blocks(estimator, source, start, stop, ids, labels, keys)
                 with _keeping(path, done):
                     done[k] = store_parts.write_part(path, k, start, stop, blocks, info=info,
-                                               dtype=dtype, compression=compression)
-                _write_index(path, done, meta, part_size, n_parts, n)
-                bar.update(stop - start)
-            if index_stale and not todo:
-                _write_index(path, done, meta, part_size, n_parts, n)
+                                                     dtype=dtype, compression=compression)
+                with index_lock():
+                    if shard is not None:  # add the parts the other shards committed
+                        done = _committed(path, done, identity, part_size)
+                    _write_index(path, done, meta, part_size, n_parts, n)
+                bar.update(sum(p.rows for p in done.values()) - bar.n)
         finally:
             bar.close()
     return path
@@ -258,12 +308,14 @@ def _provenance(estimator: Any, X: Any, source: Any, dtype: str) -> dict[str, An
     }
 
 
-def _reconcile(path: Path, identity: dict[str, Any], part_size: int,
-               resume: bool) -> tuple[dict[int, store_parts.Part], bool, int, str | None]:
+def _reconcile(path: Path, identity: dict[str, Any], part_size: int, resume: bool,
+               clean: bool | Callable[[int], bool]
+               ) -> tuple[dict[int, store_parts.Part], bool, int, dict[str, Any] | None]:
     """What is already extracted at ``path``: the committed parts by number, whether the
-    index must be rewritten, the part size and the creation time. Refuses anything else."""
+    index must be rewritten, the part size and the index's metadata (None without an
+    index). Refuses anything else. ``clean`` says which half-written parts to delete."""
     existing, layout = _existing_index(path)
-    committed = store_parts.scan(path, clean=True)  # drops parts left half-written
+    committed = store_parts.scan(path, clean=clean)
     if not resume and (existing is not None or committed):
         raise InputError(f"{path} already exists; pass resume=True to complete it, or write "
                          f"to another path, or remove {_both(path)} to start over.")
@@ -275,18 +327,30 @@ def _reconcile(path: Path, identity: dict[str, Any], part_size: int,
         part_size = int(layout["part_size"])
     elif committed:
         part_size = int(committed[0].info.get("part_size", part_size))
-    n = identity["n_samples"]
     for part in committed:
-        if (part.start, part.stop) != (part.index * part_size,
-                                       min(n, (part.index + 1) * part_size)):
-            raise InputError(f"The part {part.path} holds rows {part.start}..{part.stop}, "
-                             f"which do not fit parts of {part_size} rows; remove it and run "
-                             f"the extraction again to redo it.")
+        _check_place(part, part_size, identity["n_samples"])
     listed = [] if layout is None else [p["name"] for p in layout["parts"]]
     stale = existing is None or listed != [p.path.name for p in committed]
-    created = (existing or {}).get("created") or next(
-        (p.info.get("created") for p in committed), None)
-    return {p.index: p for p in committed}, stale, part_size, created
+    return {p.index: p for p in committed}, stale, part_size, existing
+
+
+def _committed(path: Path, done: dict[int, store_parts.Part], identity: dict[str, Any],
+               part_size: int) -> dict[int, store_parts.Part]:
+    """``done`` and the parts other shards committed since, checked like those at the start."""
+    out = {}
+    for part in store_parts.scan(path, known=done):
+        if part.index not in done:
+            _check_identity(path, part.info, identity)
+            _check_place(part, part_size, identity["n_samples"])
+        out[part.index] = part
+    return out
+
+
+def _check_place(part: store_parts.Part, part_size: int, n: int) -> None:
+    if (part.start, part.stop) != (part.index * part_size, min(n, (part.index + 1) * part_size)):
+        raise InputError(f"The part {part.path} holds rows {part.start}..{part.stop}, "
+                         f"which do not fit parts of {part_size} rows; remove it and run "
+                         f"the extraction again to redo it.")
 
 
 def _existing_index(path: Path) -> tuple[dict | None, dict | None]:
@@ -402,6 +466,38 @@ def _check_params(part_size: Any, batch_size: Any, dtype: Any, compression: Any,
     if not isinstance(resume, bool):
         raise ParameterError(f"The 'resume' parameter of extract must be a bool. Got "
                              f"{resume!r} instead.")
+
+
+def resolve_shard(shard: Any, *, resume: bool = True) -> tuple[int, int] | None:
+    """``extract``'s ``shard`` as (rank, world_size), or None for a plain extraction.
+
+    Raises a :class:`ParameterError` saying what is wrong; ``"env"`` is read
+    from ``RANK`` and ``WORLD_SIZE``.
+    """
+    if shard is None:
+        return None
+    if isinstance(shard, str) and shard == "env":
+        try:
+            shard = (int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]))
+        except (KeyError, ValueError):
+            raise ParameterError(
+                f"shard='env' reads RANK and WORLD_SIZE from the environment (torchrun sets "
+                f"them), but they are {os.environ.get('RANK')!r} and "
+                f"{os.environ.get('WORLD_SIZE')!r}; launch with torchrun, or pass "
+                f"shard=(rank, world_size).") from None
+    ok = (isinstance(shard, (tuple, list)) and len(shard) == 2
+          and all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in shard)
+          and 0 <= shard[0] < shard[1])
+    if not ok:
+        raise ParameterError(f"The 'shard' parameter of extract must be (rank, world_size) "
+                             f"with 0 <= rank < world_size, or 'env'. Got {shard!r} instead.")
+    if not resume:
+        raise ParameterError("A shard joins the store the other shards write, so extract "
+                             "needs resume=True with shard=.")
+    if store_parts.fcntl is None:
+        raise ParameterError("Sharded extraction needs POSIX file locks (fcntl), which this "
+                             "system lacks; extract in one process (shard=None).")
+    return int(shard[0]), int(shard[1])
 
 
 def _check_columns(n: int, ids: Any, labels: Any, keys: Any) -> tuple[Any, Any, Any]:

@@ -20,7 +20,10 @@ A store is one of two layouts, read alike through :class:`FeatureStore`:
   beside ``feats.h5`` and renamed onto it after each committed part, and
   lists only committed parts, so a reader never sees a half-written row and a
   crash loses at most the part being written (see :mod:`featurekit.store_parts`).
-  Move or copy ``feats.h5`` and ``feats.h5.parts/`` together.
+  Several processes may write one such store, each its share of the parts
+  (``extract(..., shard=(rank, world_size))``, ``featurekit extract --nproc N``;
+  see :mod:`featurekit.extraction`). Move or copy ``feats.h5`` and
+  ``feats.h5.parts/`` together.
 
 Metadata lives in one JSON string attribute, never in a pickle, so a store
 can be opened safely whatever its origin. Features are stored uncompressed by
@@ -416,7 +419,11 @@ class FeatureStore:
         self._check_writable()
         text = metadata_json(metadata)
         if self._parts is not None:
-            self._rewrite_index(metadata=json.loads(text))
+            from featurekit import store_parts
+
+            with store_parts.locked(self.path):
+                self._reload()  # the index as the last writer left it
+                self._rewrite_index(metadata=json.loads(text))
             return
         file = self._open_file()
         file.attrs[_METADATA_ATTR] = text
@@ -540,16 +547,17 @@ class FeatureStore:
     def _append_part(self, columns: dict[str, np.ndarray]) -> None:
         from featurekit import store_parts
 
-        if not self.complete:
-            raise InputError(
-                f"{self.path} is an unfinished extraction ({len(self)} of "
-                f"{self._parts['n_samples']} rows); run the extraction again to complete it "
-                f"before appending."
-            )
         n_rows = len(columns["features"])
-        if n_rows == 0:
-            return
         with store_parts.locked(self.path):
+            self._reload()  # the index as the last writer left it
+            if not self.complete:
+                raise InputError(
+                    f"{self.path} is an unfinished extraction ({len(self)} of "
+                    f"{self._parts['n_samples']} rows); run the extraction again to complete "
+                    f"it before appending."
+                )
+            if n_rows == 0:
+                return
             index = max((p.index for p in store_parts.scan(self.path)), default=-1) + 1
             start = len(self)
             try:
@@ -587,6 +595,10 @@ class FeatureStore:
             self._open_existing()
 
     # -- internals -----------------------------------------------------------
+    def _reload(self) -> None:
+        self.close()
+        self._open_existing()
+
     def _open_file(self) -> h5py.File:
         if self._file is None:
             raise InputError(f"The feature store {self.path} is closed.")

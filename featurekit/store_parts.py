@@ -8,7 +8,9 @@ A store written in parts (by :func:`featurekit.store.extract`) is::
                              rows, the committed parts), and virtual datasets
                              features/ids/labels/keys mapped onto the parts
     feats.h5.parts/
-        .lock                held by the one process that writes the store
+        .lock                held by the processes that write the store
+        .index.lock          held by a shard while it rewrites feats.h5
+        .shard-1-of-4.lock   held by the process that writes shard 1 of 4
         part-00000.h5        a complete one-file store; its metadata says
         part-00001.h5        which rows it holds and what made them
         part-00002.h5.tmp    a part being written (never read)
@@ -19,6 +21,19 @@ lists committed parts only, and parts are never modified, so a reader of
 ``feats.h5`` sees whole rows even while an extraction is adding parts.
 Source paths in the index are relative to its folder (HDF5 resolves them
 there), so the store can be moved as long as the two stay together.
+
+Sharded extraction (``extract(..., shard=(rank, world_size))``, or
+``featurekit extract ... --nproc N`` / ``--shard I/N``): N processes, on one
+machine or on several sharing the folder, write one store. Part ``k`` is
+written by shard ``k % world_size``, so no part is written twice. A plain
+writer holds ``.lock`` exclusively for its whole run; shards hold it shared
+(so the two kinds exclude each other), each its own ``.shard-I-of-N.lock``
+(a second process for the same shard, or a live shard of another
+``world_size``, is refused), and ``.index.lock`` only while they add their
+committed parts to the index: it lists every part committed by any shard,
+so the last shard to commit leaves it complete. The locks are ``flock``
+locks: a shared file system must support them (local disks, NFSv4, Lustre
+mounted with ``flock``), and a killed process releases its locks.
 """
 
 from __future__ import annotations
@@ -27,7 +42,7 @@ import contextlib
 import json
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -51,12 +66,17 @@ try:
 except ImportError:  # Windows: no advisory locks; one writer per store is up to the user
     fcntl = None
 
+#: A process's place in a sharded extraction: (rank, world_size).
+Shard = tuple[int, int]
+
 #: Root attribute of an index file: the layout, as JSON.
 INDEX_ATTR = "featurekit_parts"
 
 _PART = re.compile(r"^part-(\d+)\.h5$")
 _PART_TMP = re.compile(r"^part-(\d+)\.h5\.tmp$")
 _LOCK = ".lock"
+_INDEX_LOCK = ".index.lock"
+_SHARD_LOCK = re.compile(r"^\.shard-(\d+)-of-(\d+)\.lock$")
 # What a virtual dataset shows where a part is missing: never a plausible row.
 _FILL = {"features": np.nan, "ids": -1, "labels": -1}
 
@@ -88,8 +108,15 @@ def part_path(path: str | os.PathLike[str], index: int) -> Path:
 
 
 @contextlib.contextmanager
-def locked(path: str | os.PathLike[str]) -> Iterator[None]:
-    """Hold the store's write lock, creating its parts folder; refuse a second writer."""
+def locked(path: str | os.PathLike[str], shard: Shard | None = None) -> Iterator[None]:
+    """Hold the store's write lock, creating its parts folder.
+
+    Without ``shard``, the lock is exclusive: any other writer is refused.
+    With ``shard=(rank, world_size)``, it is shared with the other shards of
+    the same ``world_size``, and refuses a plain writer, a second process for
+    the same shard, and a live shard of another ``world_size`` (its parts
+    would overlap). Use :func:`index_locked` around each index rewrite then.
+    """
     folder = parts_dir(path)
     created = not folder.is_dir()
     try:
@@ -97,21 +124,98 @@ def locked(path: str | os.PathLike[str]) -> Iterator[None]:
         fd = os.open(folder / _LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise store_error(exc, f"create the parts folder {folder}") from exc
+    held, own = [fd], None
     try:
         if fcntl is not None:
+            held_by = "Another process" if shard is None else "Another process (not a shard)"
+            _lock_or_refuse(fd, fcntl.LOCK_EX if shard is None else fcntl.LOCK_SH, (
+                f"{held_by} is writing the feature store {path} (it holds {folder / _LOCK}); "
+                f"wait for it to finish, or write to another path."))
+        if fcntl is not None and shard is not None:
+            rank, world = shard
+            lock = folder / f".shard-{rank}-of-{world}.lock"
             try:
+                held.append(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+            except OSError as exc:
+                raise store_error(exc, f"create the lock file {lock}") from exc
+            _lock_or_refuse(held[-1], fcntl.LOCK_EX, (
+                f"Another process is writing shard {rank}/{world} of the feature store "
+                f"{path} (it holds {lock}); give each process its own shard."))
+            own = lock
+            # Both sides lock before they look, so of two shards started together with
+            # different world sizes at least one sees the other.
+            others = sorted({int(m.group(2)) for m in map(_SHARD_LOCK.match, os.listdir(folder))
+                             if m and int(m.group(2)) != world and _held(folder / m.group(0))})
+            if others:
+                raise InputError(
+                    f"Shards of {' and '.join(map(str, others))} processes are writing the "
+                    f"feature store {path}, whose parts shard {rank}/{world} would write "
+                    f"too; use the same number of shards as they do, or wait for them.")
+    except BaseException:
+        created = False  # refused: what is there belongs to the other writer
+        for held_fd in held:
+            os.close(held_fd)
+        raise
+    try:
+        yield
+    finally:
+        if own is not None:
+            with contextlib.suppress(OSError):
+                own.unlink()
+        if created and shard is not None:
+            try:  # shards share the folder: only the last one out may remove it
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 created = False
-                raise InputError(
-                    f"Another process is writing the feature store {path} (it holds "
-                    f"{folder / _LOCK}); wait for it to finish, or write to another path."
-                ) from None
+        for held_fd in reversed(held):
+            os.close(held_fd)  # closing releases the lock
+        if created and all(_is_lock(e.name) for e in os.scandir(folder)):
+            remove_parts(path)  # nothing was written: leave no trace
+
+
+@contextlib.contextmanager
+def index_locked(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Hold the lock of the index of ``path`` (waiting for it), as a shard must while it
+    reads and rewrites the index. It is held for milliseconds, so waiting is short."""
+    if fcntl is None:
+        yield
+        return
+    lock = parts_dir(path) / _INDEX_LOCK
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise store_error(exc, f"create the lock file {lock}") from exc
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
-        os.close(fd)  # closing releases the lock
-        if created and [e.name for e in os.scandir(folder)] == [_LOCK]:
-            remove_parts(path)  # nothing was written: leave no trace
+        os.close(fd)
+
+
+def _lock_or_refuse(fd: int, kind: int, message: str) -> None:
+    try:
+        fcntl.flock(fd, kind | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise InputError(message) from None
+
+
+def _held(file: Path) -> bool:
+    """Whether a live process holds the lock file ``file``."""
+    try:
+        fd = os.open(file, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+
+
+def _is_lock(name: str) -> bool:
+    return name in (_LOCK, _INDEX_LOCK) or _SHARD_LOCK.match(name) is not None
 
 
 def read_part(path: Path) -> Part:
@@ -134,22 +238,27 @@ def read_part(path: Path) -> Part:
     return Part(int(match.group(1)), start, stop, path, info)
 
 
-def scan(path: str | os.PathLike[str], *, clean: bool = False) -> list[Part]:
+def scan(path: str | os.PathLike[str], *, clean: bool | Callable[[int], bool] = False,
+         known: Mapping[int, Part] | None = None) -> list[Part]:
     """The committed parts of the store ``path``, by first row.
 
-    With ``clean=True`` (only under :func:`locked`), parts left half-written
-    by an interrupted writer are deleted.
+    With ``clean`` (only under :func:`locked`), parts left half-written by an
+    interrupted writer are deleted: all of them, or those whose number
+    ``clean(k)`` accepts (a shard's own). Parts in ``known`` (by number) are
+    taken as they are, without opening them again.
     """
     folder = parts_dir(path)
     if not folder.is_dir():
         return []
     found = []
     for entry in sorted(os.scandir(folder), key=lambda e: e.name):
-        if _PART_TMP.match(entry.name):
-            if clean:
+        if (tmp := _PART_TMP.match(entry.name)) and clean:
+            if clean is True or clean(int(tmp.group(1))):
                 os.unlink(entry.path)
-        elif _PART.match(entry.name):
-            found.append(read_part(Path(entry.path)))
+        elif match := _PART.match(entry.name):
+            part = (known or {}).get(int(match.group(1)))
+            found.append(part if part is not None and part.path.name == entry.name
+                         else read_part(Path(entry.path)))
     return sorted(found, key=lambda p: p.start)
 
 
@@ -286,7 +395,7 @@ def remove_parts(path: str | os.PathLike[str]) -> None:
     """Delete the parts of the store ``path`` (files of featurekit's names only)."""
     folder = parts_dir(path)
     for entry in os.scandir(folder):
-        if _PART.match(entry.name) or _PART_TMP.match(entry.name) or entry.name == _LOCK:
+        if _PART.match(entry.name) or _PART_TMP.match(entry.name) or _is_lock(entry.name):
             os.unlink(entry.path)
     with contextlib.suppress(OSError):  # a folder that still holds the user's files stays
         folder.rmdir()
