@@ -263,11 +263,14 @@ def _prepare_fit(method: str, data: str, params: dict[str, Any]) -> tuple[Any, A
     from featurekit.data.files import load_data
 
     est = featurekit.create(method)
-    est.set_params(**params)
     loaded = load_data(data)
-    if loaded.modality == "audio" and "audio" not in est.modalities:
-        raise click.UsageError(f"DATA holds audio, which {method} does not support yet (it "
-                               f"takes {', '.join(est.modalities)} data)")
+    if loaded.modality == "audio":
+        if "audio" not in est.modalities:
+            raise click.UsageError(f"DATA holds audio, which {method} does not support yet (it "
+                                   f"takes {', '.join(est.modalities)} data)")
+        # DATA says what it is; --param modality= / sample_rate= still win.
+        params = {"modality": "audio", "sample_rate": loaded.sample_rate, **params}
+    est.set_params(**params)
     y, metadata = None, {}
     if est.y_usage == "target":
         if loaded.y is None:
@@ -571,8 +574,12 @@ def evaluate(model: str, data: str, test_size: float, random_state: int,
         extractors = {est.name: est}
         X_train, X_test = [loaded.X[i] for i in train], [loaded.X[i] for i in test]
         click.echo("(no raw-pixel baseline: DATA is image files of possibly different sizes)")
+    elif loaded.modality == "audio":
+        extractors = {est.name: est}
+        X_train, X_test = loaded.X[train], loaded.X[test]
+        click.echo("(no raw baseline: raw waveform samples are not comparable features)")
     else:
-        raw = "raw pixels" if loaded.X.ndim >= 3 and loaded.modality != "audio" else "raw inputs"
+        raw = "raw pixels" if loaded.X.ndim >= 3 else "raw inputs"
         extractors = {raw: "raw", est.name: est}
         X_train, X_test = loaded.X[train], loaded.X[test]
     rows = evaluate_extractors(extractors, X_train, y[train], X_test, y[test])

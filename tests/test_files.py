@@ -128,3 +128,13 @@ def test_other_paths_name_the_accepted_kinds(tmp_path, name):
         path.write_text("1,2\n")
     with pytest.raises(InputError, match=f"{name}.*\\.npz.*folder of images.*\\.txt"):
         load_data(path)
+
+
+def test_npz_audio_lengths_give_waveforms(tmp_path):
+    from featurekit.data import Waveforms
+
+    path = tmp_path / "speech.npz"
+    np.savez(path, x=np.zeros((2, 100), np.int16), length=[60, 300], sample_rate=8000)
+    data = load_data(path)
+    assert isinstance(data.X, Waveforms) and data.X.sample_rate == 8000
+    assert data.X.lengths.tolist() == [60, 100] and len(data) == 2

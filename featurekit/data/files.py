@@ -5,7 +5,9 @@ featurekit estimator accepts: arrays from an ``.npz``, or image file paths
 (decoded lazily, batch by batch, by :class:`featurekit.data.inputs.FileSource`).
 
 - ``data.npz``: array ``x`` (or ``X``) and optional labels ``y``. A scalar
-  ``sample_rate`` marks the rows as audio waveforms.
+  ``sample_rate`` marks the rows as audio waveforms; then an optional
+  ``length`` (or ``lengths``) array gives each row's valid samples (the rest
+  is padding), and ``X`` is a :class:`featurekit.data.Waveforms`.
 - ``images/``: every image file below the folder. When all of them sit in
   sub-folders, each file's label is the name of its top sub-folder
   (torchvision's ``ImageFolder`` convention: ``images/cat/1.png``).
@@ -39,8 +41,8 @@ class LoadedData:
 
     Attributes
     ----------
-    X : ndarray or list of str
-        The samples: an array (rows, images or waveforms), or image file paths.
+    X : ndarray, Waveforms or list of str
+        The samples: an array (rows or images), audio clips, or image file paths.
     y : ndarray of shape (n_samples,) or None
         Labels (class names as strings for folders and lists), or None.
     keys : list of str or None
@@ -113,7 +115,8 @@ def _load_npz(path: Path, labels: bool) -> LoadedData:
     try:
         with np.load(path, allow_pickle=False) as npz:
             names = list(npz.files)
-            arrays = {n: npz[n] for n in names if n in ("x", "X", "y", "sample_rate")}
+            arrays = {n: npz[n] for n in names
+                      if n in ("x", "X", "y", "sample_rate", "length", "lengths")}
     except (OSError, ValueError) as exc:
         raise InputError(f"cannot read {str(path)!r} as an .npz of plain arrays: {exc}") from None
     x_name = "x" if "x" in arrays else "X" if "X" in arrays else None
@@ -133,6 +136,13 @@ def _load_npz(path: Path, labels: bool) -> LoadedData:
         what += ", with labels y"
     if rate is not None:
         what += f", audio at {rate} Hz"
+    if rate is not None:
+        from featurekit.data.inputs import Waveforms
+
+        lengths = arrays.get("length", arrays.get("lengths"))
+        if lengths is not None:
+            what += ", with clip lengths"
+        X = Waveforms(X, lengths=lengths, sample_rate=rate)
     return LoadedData(X, y, None, what, modality="audio" if rate is not None else None,
                       sample_rate=rate)
 
