@@ -6,16 +6,19 @@ their definitions, the beta-VAE's per-dimension KL, and featurekit.evaluate.part
 from __future__ import annotations
 
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
 import sklearn
 import torch
+from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 
 import featurekit
+from featurekit.data import Waveforms
 from featurekit.datasets import load_mnist
 from featurekit.evaluate import parts_table
 from featurekit.exceptions import InputError, ParameterError
@@ -258,3 +261,143 @@ def test_parts_table_reads_an_estimators_parts(fitted, mnist):
     assert [row["n_features"] for row in table.rows] == [16, 4]
     with pytest.raises(InputError, match="same factors"):
         parts_table(fitted, X, X, factors_train={"digit": y}, factors_test={"group": groups})
+
+
+# -- audio ---------------------------------------------------------------------------------------
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+SR = 8000
+#: A tiny audio ContentStyle (content 4 x 2 ** 2 = 16, style 4), on 40-band log-mels.
+TINY_AUDIO = dict(TINY, backbone_kwargs={"width": 8}, sample_rate=SR, batch_size=16)
+
+
+@pytest.fixture(scope="module")
+def fsdd():
+    """48 real spoken digits (int16 at 8 kHz; every speaker and digit), their valid lengths,
+    digits and speakers."""
+    path = DATA / "fsdd.npz"
+    if not path.exists():
+        pytest.skip("the shared FSDD data is not available")
+    with np.load(path) as d:
+        rows = np.arange(0, 3000, 62)[:48]
+        return d["x"][rows], np.minimum(d["length"][rows], 8000), d["y"][rows], d["speaker"][rows]
+
+
+@pytest.fixture(scope="module")
+def audio_fitted(fsdd):
+    x, lengths, _, speaker = fsdd
+    return tiny_cs(**{**TINY_AUDIO, "max_epochs": 2}).fit(Waveforms(x, lengths=lengths, sample_rate=SR),
+                                                   groups=speaker)
+
+
+def test_audio_fit_parts_and_names(audio_fitted, fsdd):
+    x, lengths, _, _ = fsdd
+    est = audio_fitted
+    assert est.input_spec_.modality == "audio" and est.input_spec_.sample_rate == SR
+    assert est.feature_parts_ == {"content": slice(0, 16), "style": slice(16, 20)}
+    assert est.modules_["front_end"].log_mel.n_mels == 40
+    for key in ("reconstruction", "swap", "confusion", "critic_accuracy"):
+        assert np.isfinite(est.history_[key]).all() and len(est.history_[key]) == 2, key
+    waves = Waveforms(x[:10], lengths=lengths[:10], sample_rate=SR)
+    both = est.transform(waves)
+    assert both.shape == (10, 20) and both.dtype == np.float32 and np.isfinite(both).all()
+    names = est.get_feature_names_out()
+    assert names[0] == "content_style_content0" and names[16] == "content_style_style0"
+    est.set_params(part="style")
+    try:
+        np.testing.assert_array_equal(est.transform(waves), both[:, 16:])
+    finally:
+        est.set_params(part=None)
+    # The same clips as a list of 1-D arrays: the same features.
+    clips = [row[:n] for row, n in zip(x[:10], lengths[:10])]
+    np.testing.assert_allclose(est.transform(clips), both, rtol=1e-5, atol=1e-5)
+
+
+def test_audio_padding_never_leaks_duration(audio_fitted, fsdd):
+    """A clip's parts are the same alone as batched beside a much longer clip, even
+    with garbage beyond its length in a Waveforms row."""
+    x, lengths, _, _ = fsdd
+    short = int(np.argmin(lengths))
+    clip = x[short, :lengths[short]]
+    alone = audio_fitted.transform([clip])
+    longer = np.concatenate([x[0, :lengths[0]], x[1, :lengths[1]], x[2, :lengths[2]]])
+    batched = audio_fitted.transform([longer, clip])
+    np.testing.assert_allclose(batched[1], alone[0], rtol=1e-4, atol=1e-5)
+    rows = np.zeros((2, len(longer)), np.int16)
+    rows[0], rows[1, :len(clip)] = longer, clip
+    rows[1, len(clip):] = np.random.default_rng(0).integers(-20000, 20000, len(longer) - len(clip))
+    padded = audio_fitted.transform(Waveforms(rows, lengths=[len(longer), len(clip)],
+                                              sample_rate=SR))
+    np.testing.assert_allclose(padded[1], alone[0], rtol=1e-4, atol=1e-5)
+    assert not np.allclose(padded[0], alone[0])
+
+
+def test_audio_recombine_gives_log_mels_and_waveforms(audio_fitted, fsdd):
+    x, lengths, _, _ = fsdd
+    waves = Waveforms(x[:4], lengths=lengths[:4], sample_rate=SR)
+    mel = audio_fitted.recombine(content_of=waves, style_of=waves[[3, 2, 1, 0]])
+    frames = 1 + (lengths[:4] - 256) // 64
+    assert mel.shape == (4, 40, frames.max()) and mel.dtype == np.float32
+    for i, n in enumerate(frames):
+        assert np.isfinite(mel[i]).all() and (mel[i, :, n:] == 0).all()
+        assert mel[i, :, :n].std() > 0
+    own = audio_fitted.recombine(content_of=waves, style_of=waves)
+    assert np.abs(own - mel).mean() > 0  # the style changes the output
+    wave = audio_fitted.recombine(content_of=waves, style_of=waves[:1], output="waveform")
+    assert wave.shape == x[:4].shape and wave.dtype == np.int16
+    assert all((wave[i, n:] == 0).all() and np.abs(wave[i, :n]).max() > 0
+               for i, n in enumerate(lengths[:4]))
+    clips = [(row[:n] / 32768).astype(np.float32) for row, n in zip(x[:2], lengths[:2])]
+    floats = audio_fitted.recombine(content_of=clips, style_of=clips[1:], output="waveform")
+    assert [c.shape for c in floats] == [c.shape for c in clips]
+    assert all(c.dtype == np.float32 and np.abs(c).max() <= 1 for c in floats)
+
+
+def test_audio_bad_input_is_named(audio_fitted, fsdd, mnist):
+    x, lengths, _, speaker = fsdd
+    with pytest.raises(InputError, match=r"clip of 100 samples, fewer than one STFT frame "
+                                         r"\(n_fft=256\)"):
+        tiny_cs(**TINY_AUDIO).fit([x[0, :lengths[0]], x[1, :100], x[2, :lengths[2]]])
+    with pytest.raises(InputError, match=r"clip 1 has 100 samples.*n_fft=256"):
+        audio_fitted.transform([x[0, :lengths[0]], x[1, :100]])
+    with pytest.raises(InputError, match="16000 Hz.*sample_rate is 8000"):
+        tiny_cs(**TINY_AUDIO).fit(Waveforms(x, lengths=lengths, sample_rate=16000))
+    with pytest.raises(InputError, match="22050 Hz.*8000 Hz"):
+        audio_fitted.transform(Waveforms(x[:2], sample_rate=22050))
+    with pytest.raises(ParameterError, match="Did you mean 'content'"):
+        tiny_cs(**TINY_AUDIO, part="contnt").fit(Waveforms(x, lengths=lengths, sample_rate=SR))
+    with pytest.raises(InputError, match=r"fitted on \(audio\); content_of is image, "
+                                         r"style_of is audio"):
+        audio_fitted.recombine(content_of=mnist[0][:2], style_of=Waveforms(x[:2], sample_rate=SR))
+    with pytest.raises(ParameterError, match="Did you mean 'waveform'"):
+        audio_fitted.recombine(content_of=Waveforms(x[:2]), style_of=Waveforms(x[:2]),
+                               output="wavefrom")
+    clips = [row[:n] for row, n in zip(x, lengths)]
+    with pytest.raises(ParameterError, match="'hop_length' parameter.*at most n_fft=256"):
+        tiny_cs(**TINY_AUDIO, hop_length=300).fit(clips)
+    with pytest.raises(ValueError, match="'n_fft' parameter"):
+        tiny_cs(**TINY_AUDIO, n_fft=1).fit(clips)
+    with pytest.raises(ValueError, match="'hop_length' parameter"):
+        tiny_cs(**TINY_AUDIO, hop_length=0).fit(clips)
+
+
+def test_an_image_model_refuses_audio_in_recombine(fitted, fsdd, mnist):
+    x = fsdd[0]
+    with pytest.raises(InputError, match=r"fitted on \(image\); content_of is image, "
+                                         r"style_of is audio"):
+        fitted.recombine(content_of=mnist[0][:2], style_of=Waveforms(x[:2], sample_rate=SR))
+
+
+def test_audio_clone_pickle_save_load(audio_fitted, fsdd, tmp_path):
+    x, lengths, _, _ = fsdd
+    params = audio_fitted.get_params()
+    assert clone(audio_fitted).get_params() == params
+    assert (params["n_mels"], params["n_fft"], params["hop_length"]) == (40, 256, 64)
+    waves = Waveforms(x[:6], lengths=lengths[:6], sample_rate=SR)
+    again = pickle.loads(pickle.dumps(audio_fitted))
+    np.testing.assert_array_equal(again.transform(waves), audio_fitted.transform(waves))
+    np.testing.assert_array_equal(again.recombine(content_of=waves, style_of=waves[:1]),
+                                  audio_fitted.recombine(content_of=waves, style_of=waves[:1]))
+    audio_fitted.save(tmp_path / "cs.pt")
+    loaded = featurekit.load(tmp_path / "cs.pt")
+    np.testing.assert_array_equal(loaded.transform(waves), audio_fitted.transform(waves))

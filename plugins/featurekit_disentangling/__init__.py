@@ -3,7 +3,8 @@
 ContentStyle learns an instance-normalized content encoder, a global style
 encoder and an AdaIN decoder; ``transform`` gives the parts ``content`` and
 ``style`` and ``recombine`` draws one sample's content in another's style,
-optionally weakly supervised by ``fit(X, groups=...)``. BetaVAE is the
+optionally weakly supervised by ``fit(X, groups=...)``, on images or on audio
+(log-mel spectrograms, 1-D networks in ``audio_networks``). BetaVAE is the
 reconstructive family's VAE with beta > 1 and a per-dimension KL in
 ``history_``. The plugin also registers the ``content_encoder`` backbone.
 See ``docs/disentangling.md``.

@@ -13,11 +13,21 @@ from sklearn.utils.validation import check_is_fitted
 from torch import nn
 from torch.nn import functional as F
 
-from featurekit.base import FeatureExtractor, store_params
+from featurekit.audio import AudioBatch, griffin_lim, mel_to_linear, n_frames
+from featurekit import assembly
+from featurekit.base import AUDIO_CONSTRAINTS, FeatureExtractor, store_params
 from featurekit.data import inputs
 from featurekit.exceptions import InputError, ParameterError
 from featurekit.method import Interval, OptimizerSpec
 from featurekit_disentangling import groups as group_args
+from featurekit_disentangling.audio_networks import (
+    AudioAdaINDecoder,
+    AudioContentEncoder,
+    AudioStyleEncoder,
+    SpectrogramFrontEnd,
+    masked_l1,
+    segment_pool,
+)
 from featurekit_disentangling.losses import (
     critic_accuracy,
     reconstruction_loss,
@@ -35,6 +45,10 @@ from featurekit_disentangling.networks import (
 
 #: What ``part=`` accepts besides a list of part names.
 PART_NAMES = ("content", "style", "both", "all")
+#: What ``recombine(..., output=)`` accepts for audio.
+AUDIO_OUTPUTS = ("log_mel", "waveform")
+#: Griffin-Lim iterations of ``recombine(..., output="waveform")``.
+GRIFFIN_LIM_ITER = 32
 #: The modules the critic's optimizer trains; every other one is the model's.
 CRITIC = ("critic",)
 
@@ -64,6 +78,26 @@ class ContentStyle(FeatureExtractor):
     (``style_dim``). ``part="content"``, ``"style"`` or ``"both"`` (the
     default, None, is both) selects them. ``recombine(content_of=X1,
     style_of=X2)`` decodes the content maps of ``X1`` in the styles of ``X2``.
+
+    **Audio** (waveforms: an (N, T) array with ``modality="audio"``, a list of
+    1-D clips, or :class:`featurekit.data.Waveforms`; at ``sample_rate``):
+    the front end computes a log-mel spectrogram on the device
+    (:class:`featurekit.audio.LogMel`: ``n_mels`` bands, ``n_fft``,
+    ``hop_length``), standardized per band with running statistics of the
+    training frames, with a mask of each clip's valid frames. The three
+    networks are 1-D convolutions over frames with the bands as input
+    channels (AdaIN-VC): the content encoder (``backbone_kwargs={"width":
+    w}``, default 64) with masked instance norm after every convolution and a
+    1x1 convolution to ``content_channels``; the style encoder (no
+    normalization, widths ``style_width``, 2x, 2x, a masked mean over frames,
+    a linear layer); a decoder of masked AdaIN blocks to a log-mel. Every
+    statistic, pooling and the L1 loss use the valid frames only, and masked
+    frames are zero before every convolution, so a clip's features do not
+    depend on the padding (its batch). The ``content`` part is the content
+    map averaged over ``content_grid ** 2`` equal spans of the clip's valid
+    frames: ``content_channels * content_grid ** 2`` features, 128 by
+    default, as for images. ``recombine`` returns log-mels, or waveforms
+    through Griffin-Lim with ``output="waveform"``.
 
     **Weak supervision**, ``fit(X, groups=g)`` with one group per sample
     (a speaker, a domain; at least two distinct values), adds three terms:
@@ -117,6 +151,20 @@ class ContentStyle(FeatureExtractor):
         Weight of the group classification loss on the style code (groups only).
     lambda_swap : float, default=1.0
         Weight of the within-group style-swap reconstruction (groups only).
+    modality : {"auto", "image", "audio"}, default="auto"
+        How to read ``X``: ``"auto"`` takes Waveforms and lists of 1-D arrays
+        as audio, everything else as images; ``"audio"`` also takes an
+        (n_samples, n_times) array as waveforms.
+    sample_rate : int, default=16000
+        Audio: the clips' rate in Hz (Waveforms at another rate are refused;
+        there is no resampling).
+    n_mels : int, default=40
+        Audio: mel bands of the log-mel front end.
+    n_fft : int, default=256
+        Audio: STFT frame and FFT size in samples; clips shorter than one
+        frame are refused.
+    hop_length : int, default=64
+        Audio: samples between frames, at most ``n_fft``.
     **common
         The parameters every method shares (``featurekit.base.COMMON_PARAMS``).
         Defaults: ``max_epochs=10``, ``batch_size=64``. Optimizers: Adam,
@@ -126,7 +174,8 @@ class ContentStyle(FeatureExtractor):
     Attributes
     ----------
     modules_ : nn.ModuleDict
-        ``backbone`` and ``content_head`` (the content encoder),
+        ``backbone`` and ``content_head`` (the content encoder; for audio
+        ``front_end``, the log-mel front end, and ``backbone``),
         ``style_encoder``, ``decoder``; with groups also ``critic``,
         ``style_classifier`` and ``group_codes`` (the training rows' groups,
         during fit only).
@@ -135,7 +184,8 @@ class ContentStyle(FeatureExtractor):
     group_values_ : ndarray or None
         The distinct groups seen in fit, sorted; None when fitted without groups.
     history_ : dict of list
-        Per epoch: ``reconstruction`` (L1); with groups also ``swap``,
+        Per epoch: ``reconstruction`` (L1; for audio over valid frames, in
+        standardized log-mel units); with groups also ``swap``,
         ``style_classification``, ``confusion`` (the encoder's loss against
         the critic; log(n_groups) when the critic is at chance),
         ``critic_accuracy`` (on training batches, before the encoder's
@@ -178,18 +228,39 @@ class ContentStyle(FeatureExtractor):
     ((32, 19), (32, 3))
     >>> cs.recombine(content_of=X[:2], style_of=X[2:4]).shape
     (2, 8, 8)
+
+    Audio: 16 clips of noise at 8 kHz, of different lengths.
+
+    >>> clips = [rng.uniform(-0.5, 0.5, n).astype(np.float32) for n in range(1000, 2600, 100)]
+    >>> cs = ContentStyle(sample_rate=8000, backbone_kwargs={"width": 4}, content_channels=4,
+    ...                   content_grid=2, style_dim=3, style_width=4, decoder_width=4,
+    ...                   max_epochs=1, batch_size=8, random_state=0, verbose=0).fit(clips)
+    >>> cs.transform(clips).shape
+    (16, 19)
+    >>> cs.recombine(content_of=clips[:2], style_of=clips[2:4]).shape  # (n, n_mels, frames)
+    (2, 40, 14)
+    >>> [w.shape for w in cs.recombine(content_of=clips[:2], style_of=clips[2:4],
+    ...                                output="waveform")]
+    [(1000,), (1100,)]
     """
 
     name = "content_style"
     family = "disentangling"
-    modalities = ("image",)
+    modalities = ("image", "audio")
     y_usage = "ignored"
     verbs = ("recombine",)
     tiny_params = {"image": {"backbone": "content_encoder", "backbone_kwargs": {"width": 4},
                              "content_channels": 4, "content_grid": 2, "style_dim": 4,
-                             "style_width": 4, "decoder_width": 8}}
+                             "style_width": 4, "decoder_width": 8},
+                   "audio": {"backbone_kwargs": {"width": 8}, "content_channels": 4,
+                             "content_grid": 2, "style_dim": 4, "style_width": 4,
+                             "decoder_width": 8, "sample_rate": 8000}}
     _parameter_constraints = {
         **FeatureExtractor._parameter_constraints,
+        **AUDIO_CONSTRAINTS,
+        "n_mels": [Interval(Integral, 1, None, closed="left")],
+        "n_fft": [Interval(Integral, 2, None, closed="left")],
+        "hop_length": [Interval(Integral, 1, None, closed="left")],
         "content_channels": [Interval(Integral, 1, None, closed="left")],
         "content_grid": [Interval(Integral, 1, None, closed="left")],
         "style_dim": [Interval(Integral, 1, None, closed="left")],
@@ -203,7 +274,9 @@ class ContentStyle(FeatureExtractor):
 
     def __init__(self, backbone="content_encoder", *, content_channels=8, content_grid=4,
                  style_dim=16, style_width=32, decoder_width=64, lambda_critic=1.0,
-                 critic_steps=5, lambda_style=1.0, lambda_swap=1.0, backbone_kwargs=None, weights=None,
+                 critic_steps=5, lambda_style=1.0, lambda_swap=1.0, modality="auto",
+                 sample_rate=16000, n_mels=40, n_fft=256, hop_length=64, backbone_kwargs=None,
+                 weights=None,
                  part=None, max_epochs=10, batch_size=64, inference_batch_size=256,
                  optimizer="auto", lr="auto", weight_decay="auto", gradient_clip=None,
                  device="auto", precision="auto", num_workers=0, random_state=None, verbose=1,
@@ -218,8 +291,9 @@ class ContentStyle(FeatureExtractor):
 
         Parameters
         ----------
-        X : array-like of images, or list of images or image paths
-            The training images.
+        X : images (array-like, list of images or image paths) or audio
+            The training images, or clips (Waveforms, a list of 1-D arrays, or
+            an (n_samples, n_times) array with ``modality="audio"``).
         y : None
             Ignored: labels never become the groups.
         groups : array-like of shape (n_samples,), default=None
@@ -255,43 +329,127 @@ class ContentStyle(FeatureExtractor):
             self.modules_["group_codes"].codes = self.modules_["group_codes"].codes[:0]
         return self
 
-    def recombine(self, content_of: Any, style_of: Any) -> np.ndarray:
+    def recombine(self, content_of: Any, style_of: Any, *, output: str = "log_mel",
+                  random_state: Any = 0) -> Any:
         """Decode the content of ``content_of`` in the style of ``style_of``.
 
         Parameters
         ----------
-        content_of : array-like of images, or list of images or image paths
-            Images giving the content (what is drawn, and where).
-        style_of : array-like of images, or list of images or image paths
-            Images giving the style: one per image of ``content_of``, or a
+        content_of : images or audio, like the input of ``fit``
+            The samples giving the content (what is drawn and where; what is said).
+        style_of : images or audio, like the input of ``fit``
+            The samples giving the style: one per sample of ``content_of``, or a
             single one for all of them.
+        output : {"log_mel", "waveform"}, default="log_mel"
+            Audio only: what to return (see Returns).
+        random_state : int, RandomState instance or None, default=0
+            Audio with ``output="waveform"`` only: seeds Griffin-Lim's initial phases.
 
         Returns
         -------
-        X_new : ndarray
-            Images shaped, scaled and typed like ``content_of`` (at the fitted
+        X_new : ndarray, or list of ndarray
+            Images: shaped, scaled and typed like ``content_of`` (at the fitted
             size; uint8 stays uint8).
+
+            Audio, ``output="log_mel"``: float32 ndarray of shape
+            (n_samples, n_mels, n_frames), the natural log of mel power (as
+            :class:`featurekit.audio.LogMel`). Clip ``i`` of ``content_of``
+            has ``featurekit.audio.n_frames(length_i, n_fft, hop_length)``
+            valid frames; ``n_frames`` is the largest, and the frames beyond a
+            clip's own are 0 (LogMel's masked frames).
+
+            Audio, ``output="waveform"``: the log-mels made audible
+            (``exp`` -> :func:`featurekit.audio.mel_to_linear` -> square root ->
+            :func:`featurekit.audio.griffin_lim`, 32 iterations), at the
+            fitted sample rate, each as long as its content clip, in the
+            convention of ``content_of``: a list of 1-D arrays for a list,
+            otherwise an (n_samples, n_times) array (zero beyond each clip's
+            length); int16 for int16 input, float32 in [-1, 1] otherwise.
         """
         check_is_fitted(self, "modules_")
         self._check_modalities(content_of, style_of)
-        n_content = self._inputs(content_of, "content_of").n
+        audio = self.input_spec_.modality == "audio"
+        if output not in AUDIO_OUTPUTS or (output != "log_mel" and not audio):
+            allowed = f"one of {AUDIO_OUTPUTS}" if audio else "'log_mel' (the default) for images"
+            close = difflib.get_close_matches(str(output), AUDIO_OUTPUTS, n=1) if audio else []
+            hint = f" Did you mean {close[0]!r}?" if close else ""
+            raise ParameterError(f"recombine's output must be {allowed}; got {output!r}.{hint}")
+        source = self._inputs(content_of, "content_of")
         styles = self._features(self._inputs(style_of, "style_of"), ["style"])
         if len(styles) == 1:
-            styles = np.repeat(styles, n_content, axis=0)
-        elif len(styles) != n_content:
-            raise InputError(f"content_of has {n_content} samples and style_of {len(styles)}; "
+            styles = np.repeat(styles, source.n, axis=0)
+        elif len(styles) != source.n:
+            raise InputError(f"content_of has {source.n} samples and style_of {len(styles)}; "
                              "give one style sample per content sample, or a single one for all")
+        if audio:
+            return self._recombine_audio(content_of, source, styles, output, random_state)
         done = [0]
 
         def fn(modules: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
             style = torch.from_numpy(styles[done[0]:done[0] + len(x)]).to(x.device)
             done[0] += len(x)
-            return modules["decoder"](self._content_map(modules, x), style)
+            _, _, content, _ = self._encode(modules, x)
+            return self._decode(modules, content, style, None)
 
         return self._map_inputs(content_of, fn)
 
+    def _recombine_audio(self, content_of: Any, source: inputs.Source, styles: np.ndarray,
+                         output: str, random_state: Any) -> Any:
+        """Log-mels (or waveforms) of ``source``'s content in ``styles``, batch by batch."""
+        lengths = source.lengths.numpy()
+        seed = assembly.resolve_seed(random_state)
+        front: SpectrogramFrontEnd = self.modules_["front_end"]
+
+        def fn(modules: nn.ModuleDict, x: AudioBatch) -> torch.Tensor:
+            style = torch.from_numpy(styles[x.index.numpy()]).to(x.device)
+            _, mask, content, _ = self._encode(modules, x)
+            log_mel = front.to_log_mel(self._decode(modules, content, style, mask), mask)
+            if output == "log_mel":
+                return log_mel
+            power = (log_mel.exp() - front.log_mel.eps).clamp_min(0.0)
+            linear = mel_to_linear(power, front.log_mel.filterbank)
+            generator = torch.Generator(device=x.device).manual_seed(seed + int(x.index[0]))
+            wave = griffin_lim(linear.sqrt(), n_fft=self.n_fft, hop_length=self.hop_length,
+                               n_iter=GRIFFIN_LIM_ITER, length=x.wave.shape[1],
+                               generator=generator)
+            valid = torch.arange(wave.shape[1], device=x.device)[None, :] < x.lengths[:, None]
+            return (wave * valid).clamp(-1.0, 1.0)
+
+        if output == "log_mel":
+            width = int(n_frames(torch.as_tensor(lengths), self.n_fft, self.hop_length).max())
+            out = np.zeros((source.n, self.n_mels, width), np.float32)
+        else:
+            out = np.zeros((source.n, int(lengths.max())), np.float32)
+        start = 0
+        for block in self._iter_batches(source, fn, np.arange(source.n)):
+            out[start:start + len(block), ..., :block.shape[-1]] = block
+            start += len(block)
+        if output == "log_mel":
+            return out
+        if source.scale != 1.0:  # int16 in, int16 out
+            out = np.clip(np.round(out * 32768.0), -32768, 32767).astype(np.int16)
+        if isinstance(content_of, (list, tuple)):
+            return [row[:n] for row, n in zip(out, lengths)]
+        return np.pad(out, ((0, 0), (0, content_of.shape[1] - out.shape[1])))
+
     # -- the method contract ---------------------------------------------------------
     def build(self, spec):
+        if spec.modality == "audio":
+            modules = self._build_audio(spec)
+        else:
+            modules = self._build_image(spec)
+        if self.group_values_ is not None:
+            n_groups = len(self.group_values_)
+            codes = getattr(self, "_groups", None)
+            if codes is not None:
+                group_args.check_length(codes, spec.n_samples)
+            modules["critic"] = GroupCritic(self._content_dim(), n_groups)
+            modules["style_classifier"] = nn.Linear(self.style_dim, n_groups)
+            modules["group_codes"] = GroupCodes(
+                codes if codes is not None else torch.zeros(0, dtype=torch.long))
+        return modules
+
+    def _build_image(self, spec) -> nn.ModuleDict:
         backbone = spec.make_backbone()
         check_feature_map(backbone, self.backbone, type(self).__name__)
         was_training = backbone.training
@@ -305,23 +463,45 @@ class ContentStyle(FeatureExtractor):
                 f"backbone {self.backbone!r} turns {spec.input_shape[1:]} px images into a "
                 f"{map_size[0]} x {map_size[1]} map, and instance normalization needs at least "
                 "two positions; use larger images (image_size=) or backbone='content_encoder'")
-        modules = nn.ModuleDict({
+        return nn.ModuleDict({
             "backbone": backbone,
             "content_head": ContentHead(map_channels, self.content_channels),
             "style_encoder": StyleEncoder(spec.input_shape[0], self.style_width, self.style_dim),
             "decoder": AdaINDecoder(self.content_channels, map_size, tuple(spec.input_shape),
                                     self.style_dim, self.decoder_width),
         })
-        if self.group_values_ is not None:
-            n_groups = len(self.group_values_)
-            codes = getattr(self, "_groups", None)
-            if codes is not None:
-                group_args.check_length(codes, spec.n_samples)
-            modules["critic"] = GroupCritic(self._content_dim(), n_groups)
-            modules["style_classifier"] = nn.Linear(self.style_dim, n_groups)
-            modules["group_codes"] = GroupCodes(
-                codes if codes is not None else torch.zeros(0, dtype=torch.long))
-        return modules
+
+    def _build_audio(self, spec) -> nn.ModuleDict:
+        owner = type(self).__name__
+        if self.backbone != "content_encoder":
+            raise ParameterError(
+                f"{owner} builds its own 1-D content encoder for audio; backbone must be "
+                f"'content_encoder' (its width from backbone_kwargs={{'width': ...}}). "
+                f"Got {self.backbone!r} instead.")
+        extra = set(self.backbone_kwargs or {}) - {"width"}
+        if extra:
+            raise ParameterError(f"For audio, {owner}'s backbone_kwargs take only 'width'; got "
+                                 f"{sorted(extra)}")
+        if self.hop_length > self.n_fft:
+            raise ParameterError(
+                f"The 'hop_length' parameter of {owner} must be at most n_fft={self.n_fft} "
+                f"(frames must overlap or touch, or samples between them are never seen). "
+                f"Got {self.hop_length} instead.")
+        shortest = self.input_spec_.min_length
+        if shortest is not None and shortest < self.n_fft:
+            raise InputError(
+                f"X has a clip of {shortest} samples, fewer than one STFT frame "
+                f"(n_fft={self.n_fft}); drop or zero-pad clips shorter than {self.n_fft} "
+                "samples, or use a smaller n_fft")
+        width = int((self.backbone_kwargs or {}).get("width", 64))
+        return nn.ModuleDict({
+            "front_end": SpectrogramFrontEnd(self.sample_rate, self.n_fft, self.hop_length,
+                                             self.n_mels),
+            "backbone": AudioContentEncoder(self.n_mels, width, self.content_channels),
+            "style_encoder": AudioStyleEncoder(self.n_mels, self.style_width, self.style_dim),
+            "decoder": AudioAdaINDecoder(self.content_channels, self.n_mels, self.style_dim,
+                                         self.decoder_width),
+        })
 
     def outputs(self, spec):
         return {"content": self._content_dim(), "style": self.style_dim}
@@ -336,15 +516,13 @@ class ContentStyle(FeatureExtractor):
         return specs
 
     def training_step(self, modules, batch, ctx):
-        x = batch.x
-        content = self._content_map(modules, x)
-        style = modules["style_encoder"](x)
-        reconstruction = reconstruction_loss(modules["decoder"](content, style), x)
+        target, mask, content, style = self._encode(modules, batch.x)
+        reconstruction = self._decode_loss(modules, content, style, target, mask)
         loss = reconstruction
         logs = {"reconstruction": reconstruction.detach()}
         if "critic" in modules:
             g = modules["group_codes"].codes[batch.index]
-            code = self._pool(content)
+            code = self._pool(content, mask)
             critic = modules["critic"]
             for _ in range(self.critic_steps):  # keep the adversary near its best response
                 logits = critic(code.detach())
@@ -356,7 +534,7 @@ class ContentStyle(FeatureExtractor):
                 critic.requires_grad_(True)
             style_ce = F.cross_entropy(modules["style_classifier"](style.float()), g)
             partner_style = style[same_group_partners(g)]
-            swap = reconstruction_loss(modules["decoder"](content, partner_style), x)
+            swap = self._decode_loss(modules, content, partner_style, target, mask)
             loss = (loss + self.lambda_critic * confusion + self.lambda_style * style_ce
                     + self.lambda_swap * swap)
             logs.update(swap=swap.detach(), style_classification=style_ce.detach(),
@@ -366,19 +544,43 @@ class ContentStyle(FeatureExtractor):
         ctx.log(**logs)
 
     def embed(self, modules, x):
-        return {"content": self._pool(self._content_map(modules, x)),
-                "style": modules["style_encoder"](x)}
+        _, mask, content, style = self._encode(modules, x)
+        return {"content": self._pool(content, mask), "style": style}
 
     # -- internals -------------------------------------------------------------------
     def _content_dim(self) -> int:
+        # Images: a content_grid x content_grid grid; audio: content_grid ** 2 time spans.
         return self.content_channels * self.content_grid ** 2
 
     @staticmethod
-    def _content_map(modules: nn.ModuleDict, x: torch.Tensor) -> torch.Tensor:
-        return modules["content_head"](feature_map(modules["backbone"], x))
+    def _encode(modules: nn.ModuleDict, x: Any) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                         torch.Tensor, torch.Tensor]:
+        """The model-space target (the image, or the standardized log-mel), the frame mask
+        (None for images), the content map and the style code of a batch."""
+        if isinstance(x, AudioBatch):
+            spec, mask = modules["front_end"](x)
+            return (spec, mask, modules["backbone"](spec, mask),
+                    modules["style_encoder"](spec, mask))
+        content = modules["content_head"](feature_map(modules["backbone"], x))
+        return x, None, content, modules["style_encoder"](x)
 
-    def _pool(self, content: torch.Tensor) -> torch.Tensor:
-        return F.adaptive_avg_pool2d(content, self.content_grid).flatten(1)
+    @staticmethod
+    def _decode(modules: nn.ModuleDict, content: torch.Tensor, style: torch.Tensor,
+                mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return modules["decoder"](content, style)
+        return modules["decoder"](content, style, mask)
+
+    def _decode_loss(self, modules: nn.ModuleDict, content: torch.Tensor, style: torch.Tensor,
+                     target: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """L1 between ``target`` and its decoding, over valid frames only for audio."""
+        out = self._decode(modules, content, style, mask)
+        return reconstruction_loss(out, target) if mask is None else masked_l1(out, target, mask)
+
+    def _pool(self, content: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        if mask is None:
+            return F.adaptive_avg_pool2d(content, self.content_grid).flatten(1)
+        return segment_pool(content, mask, self.content_grid ** 2)
 
     def _check_part(self, part: Any) -> None:
         wanted = [part] if isinstance(part, str) else [] if part is None else part
@@ -407,9 +609,9 @@ class ContentStyle(FeatureExtractor):
             raise InputError(f"{what}: {exc}") from None
 
     def _check_modalities(self, content_of: Any, style_of: Any) -> None:
-        kinds = {what: _modality_of(X, self.image_shape)
-                 for what, X in (("content_of", content_of), ("style_of", style_of))}
         fitted = self.input_spec_.modality
+        kinds = {what: _modality_of(X, fitted, self.image_shape)
+                 for what, X in (("content_of", content_of), ("style_of", style_of))}
         wrong = {what: kind for what, kind in kinds.items() if kind != fitted}
         if wrong:
             described = ", ".join(f"{what} is {kind}" for what, kind in kinds.items())
@@ -417,14 +619,13 @@ class ContentStyle(FeatureExtractor):
                              f"{type(self).__name__} was fitted on ({fitted}); {described}")
 
 
-def _modality_of(X: Any, image_shape: Any) -> str:
-    """``"audio"``, ``"tabular"`` or ``"image"``: how featurekit would read ``X``."""
-    if getattr(inputs, "is_audio_list", None) and inputs.is_audio_list(X):
-        return "audio"
-    if type(X).__name__ == "Waveforms":
+def _modality_of(X: Any, fitted: str, image_shape: Any) -> str:
+    """``"audio"``, ``"tabular"`` or ``"image"``: how a model fitted on ``fitted`` data
+    reads ``X`` (a 2-D array is audio rows for an audio model, a table otherwise)."""
+    if isinstance(X, inputs.Waveforms) or inputs.is_audio_list(X):
         return "audio"
     if inputs.is_tabular(X, image_shape):
-        return "tabular"
+        return "audio" if fitted == "audio" and image_shape is None else "tabular"
     return "image"
 
 
