@@ -24,6 +24,7 @@ from featurekit.exceptions import InputError, ParameterError
 from featurekit.registry import register_plugin, unregister_plugin
 from featurekit.testing import parametrize_method_checks, tiny, tiny_data
 from featurekit_adversarial import BiGAN, CycleGAN
+from featurekit_adversarial.domains import content_box
 from featurekit_adversarial.generators import cyclegan_encoder
 from featurekit_adversarial.losses import adversarial_loss, discriminator_loss
 from featurekit_adversarial.pool import ImagePool
@@ -174,6 +175,66 @@ def test_a_backbone_without_a_feature_map_is_refused(digits):
 
     with pytest.raises(ParameterError, match="cyclegan_encoder"):
         tiny(CycleGAN()).set_params(backbone=Flat, backbone_kwargs=None).fit(X, domains=domains)
+
+
+# -- framing="content" -------------------------------------------------------------------------
+
+def framed_domains(n: int = 24):
+    """Domain "small": 12x12 images, content in rows/columns 2-9 on black; domain "full":
+    8x8 images filled with content (as MNIST's box beside USPS's frame)."""
+    rng = np.random.default_rng(0)
+    small = np.zeros((n, 12, 12), np.uint8)
+    small[:, 2:10, 2:10] = rng.integers(100, 256, (n, 8, 8))
+    full = rng.integers(100, 256, (n, 8, 8), dtype=np.uint8)
+    return small, full, ["small"] * n + ["full"] * n
+
+
+def test_content_box_finds_the_square_and_the_background():
+    x = torch.full((6, 1, 28, 28), 10, dtype=torch.uint8)
+    x[:, :, 4:24, 6:20] = 250  # content 20 high, 14 wide: a 20 px square centred on it
+    x[0] = 10  # an image without content is skipped
+    assert content_box(x, 255.0) == ([4, 3, 20], pytest.approx(10 / 255))
+    x[1:, :, :, :] = 10
+    x[1:, :, 0:12, 0:4] = 250  # at the corner: the square stays inside the image
+    assert content_box(x, 255.0)[0] == [0, 0, 12]
+    assert content_box(torch.zeros(3, 1, 6, 9), 1.0)[0] == [0, 1, 6]  # no content: the centre
+
+
+def test_framing_content_crops_and_pastes_each_domain(tmp_path):
+    small, full, domains = framed_domains()
+    kw = dict(SMALL, image_size=8)
+    gan = CycleGAN(framing="content", **kw).fit(list(small) + list(full), domains=domains)
+    formats = dict(zip(gan.metadata_values_["domains"].tolist(), gan.domain_formats_))
+    assert formats["small"]["box"] == [2, 2, 8] and formats["full"]["box"] == [0, 0, 8]
+    assert formats["small"]["background"] == 0.0
+    to_small = gan.translate(full[:5], to="small")
+    assert to_small.shape == (5, 12, 12) and to_small.dtype == np.uint8
+    inside = np.zeros((12, 12), bool)
+    inside[2:10, 2:10] = True
+    assert (to_small[:, ~inside] == 0).all() and to_small[:, inside].any()  # pasted on black
+    # the generator saw the crop: translating the crop's 8 px content gives the same
+    assert gan.translate(small[:4], to="full").shape == (4, 8, 8)
+    floats = gan.translate(full[:2].astype(np.float32) / 255, to="small")
+    assert floats.dtype == np.float32 and floats.max() <= 1
+    unframed = CycleGAN(**kw).fit(list(small) + list(full), domains=domains)
+    assert "box" not in unframed.domain_formats_[0]
+    assert unframed.translate(full[:5], to="small")[:, ~inside].any()  # the paper's: whole image
+    gan.save(tmp_path / "framed.pt")
+    np.testing.assert_array_equal(featurekit.load(tmp_path / "framed.pt").translate(
+        full[:3], to="small"), gan.translate(full[:3], to="small"))
+
+
+def test_framing_is_validated():
+    small, full, domains = framed_domains()
+    X = list(small) + list(full)
+    with pytest.raises(ValueError, match="framing"):
+        CycleGAN(framing="zoom", **SMALL).fit(X, domains=domains)
+    same = np.concatenate([small, small])
+    with pytest.raises(InputError, match="image_size="):
+        CycleGAN(framing="content", **SMALL).fit(same, domains=domains)
+    gan = CycleGAN(framing="content", image_size=8, **SMALL).fit(X, domains=domains)
+    with pytest.raises(InputError, match=r"native shape \(1, 8, 8\)"):
+        gan.translate(small[:2], to="small")  # 12 px images given as the other domain
 
 
 # -- state: the image pools, the cycle error ---------------------------------------------------

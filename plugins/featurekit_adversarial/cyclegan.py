@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.utils._param_validation import Interval
+from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
@@ -92,6 +92,19 @@ class CycleGAN(FeatureExtractor):
     validation_fraction : float, default=0.05
         Fraction of each domain's images held out (at least one each) to
         measure the cycle error after every epoch; 0 holds none out.
+    framing : {"full", "content"}, default="full"
+        What of each image the generators see. ``"full"``: the whole image
+        (the paper's). ``"content"``: each domain's *content square*, found
+        from its images alone (the median bounding box of the pixels that
+        differ from the background, squared: see
+        :func:`featurekit_adversarial.domains.content_box`), cropped before
+        the resize to ``image_size`` (required). Two domains that frame their
+        objects at different scales then meet at one scale, so the generators
+        need not learn to zoom, which a convolutional generator does poorly.
+        ``translate`` crops its input to the source domain's square and
+        pastes its output into the target's square on the target's
+        background; ``domain_formats_`` records the squares. ``transform``
+        is not cropped. Not in the paper.
     **common
         The parameters every method shares (``featurekit.base.COMMON_PARAMS``).
         Defaults: ``max_epochs=10`` (the paper trains 200 epochs),
@@ -114,7 +127,9 @@ class CycleGAN(FeatureExtractor):
         for grey images or ``(12, 12, 3)`` for RGB ones.
     domain_formats_ : list of dict
         Each domain's ``shape``, ``sample_shape`` (C, H, W) and ``layout``, in
-        the order of ``metadata_values_["domains"]``.
+        the order of ``metadata_values_["domains"]``; with
+        ``framing="content"`` also its content square ``box`` (``[top, left,
+        side]`` in native pixels) and ``background`` (in [0, 1]).
     history_ : dict of list
         Per epoch: ``loss_generators``, ``loss_discriminators``,
         ``adversarial``, ``cycle`` and ``identity`` (training batches), and
@@ -157,11 +172,12 @@ class CycleGAN(FeatureExtractor):
         "pool_size": [Interval(Integral, 0, None, closed="left")],
         "discriminator_width": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
+        "framing": [StrOptions({"full", "content"})],
     }
 
     def __init__(self, backbone="cyclegan_encoder", *, lambda_cycle=10.0, lambda_identity=0.5,
                  pool_size=50, discriminator_width=64, validation_fraction=0.05,
-                 backbone_kwargs=None, weights=None, part=None, max_epochs=10, batch_size=16,
+                 framing="full", backbone_kwargs=None, weights=None, part=None, max_epochs=10, batch_size=16,
                  inference_batch_size=256, optimizer="auto", lr="auto", weight_decay="auto",
                  gradient_clip=None, device="auto", precision="auto", num_workers=0,
                  random_state=None, verbose=1, checkpoint_dir=None, resume="auto",
@@ -234,8 +250,14 @@ class CycleGAN(FeatureExtractor):
             return modules["pixels"](self._generate(modules, gen, x).float())
 
         output = self.domain_formats_[target]
-        return self._map_inputs(X, fn, sample_shape=tuple(output["sample_shape"]),
-                                layout=output["layout"])
+        if "box" not in output:  # framing="full"
+            return self._map_inputs(X, fn, sample_shape=tuple(output["sample_shape"]),
+                                    layout=output["layout"])
+        framed, scale = two_domains.framed_images(X, self, self.domain_formats_[1 - target])
+        side = output["box"][2]
+        images = self._map_inputs(framed, fn, sample_shape=(output["sample_shape"][0], side, side),
+                                  layout=output["layout"])
+        return two_domains.paste(images, output, scale)
 
     def _domain_index(self, to: Any) -> int:
         values = self.metadata_values_["domains"].tolist()
