@@ -173,6 +173,30 @@ def test_lossy_codes_stop_at_the_recall_plateau(mnist):
     assert recall(index.search(queries, k=10)[1], truth) < at_default + 0.03
 
 
+def test_opq_rotation_is_learned_saved_and_deterministic(mnist, tmp_path):
+    base, queries = mnist[0][:2000], mnist[1][:200]
+    _, truth = FeatureIndex("flat").fit(base).search(queries, k=10)
+    params = {"nlist": 8, "nprobe": 8, "pq_m": 4, "pq_nbits": 6, "random_state": 0}
+    found = {}
+    for rotation in ("random", "opq"):
+        index = FeatureIndex("ivfpq", pq_rotation=rotation, **params).fit(base)
+        found[rotation] = index.search(queries, k=10)[1]
+    transform = faiss.downcast_VectorTransform(index.index_.chain.at(0))
+    assert type(transform).__name__ == "OPQMatrix" and transform.is_trained
+    rotation = faiss.vector_to_array(transform.A).reshape(32, 32)
+    np.testing.assert_allclose(rotation @ rotation.T, np.eye(32), atol=1e-4)
+    assert not np.allclose(rotation, np.eye(32), atol=0.1)  # learned, not the identity
+    # At 4 bytes per vector, the learned rotation loses less (0.48 vs 0.44 here).
+    assert recall(found["opq"], truth) > recall(found["random"], truth) + 0.02
+    again = FeatureIndex("ivfpq", pq_rotation="opq", **params).fit(base)
+    np.testing.assert_array_equal(again.search(queries, k=10)[1], found["opq"])
+    loaded = FeatureIndex.load(index.save(tmp_path / "opq.index"))
+    assert loaded.pq_rotation == "opq"
+    np.testing.assert_array_equal(loaded.search(queries, k=10)[1], found["opq"])
+    with pytest.raises(InvalidParameterError, match="pq_rotation"):
+        FeatureIndex("ivfpq", pq_rotation="pca").fit(base)
+
+
 # -- ids, keys, add, remove ----------------------------------------------------
 def test_ids_keys_and_add(digits):
     x, _ = digits
