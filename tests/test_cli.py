@@ -596,3 +596,34 @@ def test_a_refused_write_is_one_line_exit_1(runner, cli, image_store, monkeypatc
     monkeypatch.setattr(FeatureIndex, "save", refuse)
     result = invoke(runner, cli, ["index", image_store, "-o", tmp_path / "f.index"])
     one_error(result, 1, "No space left on device. The disk is full: free some space.")
+
+
+def test_audio_npz_fits_evaluates_and_extracts(runner, cli, tmp_path):
+    """Speech from an .npz (sample_rate and length columns) through fit, evaluate, extract."""
+    from pathlib import Path
+
+    shared = Path(__file__).resolve().parents[2] / "shared" / "data" / "fsdd.npz"
+    if not shared.exists():
+        pytest.skip("the shared FSDD data is not available")
+    with np.load(shared) as d:
+        rows = np.arange(0, 3000, 25)[:120]  # every speaker and digit
+        data = tmp_path / "speech.npz"
+        np.savez(data, x=d["x"][rows], y=d["y"][rows], length=d["length"][rows],
+                 sample_rate=d["sample_rate"])
+    model = tmp_path / "cs.pt"
+    tiny = ["--param", "backbone_kwargs={'width': 8}", "--param", "content_channels=4",
+            "--param", "content_grid=2", "--param", "style_dim=4", "--param", "style_width=4",
+            "--param", "decoder_width=8"]
+    fit = invoke(runner, cli, ["fit", "content_style", data, "-o", model, "--max-epochs", "1",
+                               "--batch-size", "16", "--random-state", "0", "-q", *tiny])
+    assert fit.exit_code == 0, fit.output
+    est = featurekit.load(str(model))
+    assert est.input_spec_.modality == "audio" and est.input_spec_.sample_rate == 8000
+    evaluated = invoke(runner, cli, ["evaluate", model, data])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert "content_style" in evaluated.output and "no raw baseline" in evaluated.output
+    out = tmp_path / "speech.h5"
+    extracted = invoke(runner, cli, ["extract", model, data, "-o", out])
+    assert extracted.exit_code == 0, extracted.output
+    with FeatureStore(out) as store:
+        assert store.shape == (120, 20) and np.isfinite(store[:]).all()
