@@ -270,6 +270,10 @@ def add_speech_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--speech-batch-size", type=int, default=64)
     parser.add_argument("--speech-lambda-critic", type=float, default=None)
     parser.add_argument("--speech-lambda-swap", type=float, default=None)
+    parser.add_argument("--speech-content-codebook", type=int, default=None,
+                        help="ContentStyle's content_codebook (default: the method's)")
+    parser.add_argument("--speech-critic-steps", type=int, default=None,
+                        help="ContentStyle's critic_steps (default: the method's)")
     parser.add_argument("--speech-skip-unsupervised", action="store_true")
 
 
@@ -321,7 +325,9 @@ def probe():
 
 def make_speech(args, epochs: int):
     extra = {k: v for k, v in (("lambda_critic", args.speech_lambda_critic),
-                               ("lambda_swap", args.speech_lambda_swap)) if v is not None}
+                               ("lambda_swap", args.speech_lambda_swap),
+                               ("content_codebook", args.speech_content_codebook),
+                               ("critic_steps", args.speech_critic_steps)) if v is not None}
     return featurekit.create(
         "content_style", sample_rate=SR, n_mels=N_MELS, n_fft=N_FFT, hop_length=HOP,
         backbone_kwargs={"width": args.speech_width}, style_width=args.speech_style_width,

@@ -16,6 +16,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from sklearn.utils._param_validation import InvalidParameterError
 
 import featurekit
 from featurekit.data import Waveforms
@@ -181,6 +182,31 @@ def test_warm_start_needs_the_same_groups(mnist):
     assert est.n_epochs_ == 2
 
 
+@pytest.mark.parametrize("value", [1, 0, 2.5, "64"])
+def test_a_bad_content_codebook_is_refused(value, mnist):
+    with pytest.raises(InvalidParameterError, match="'content_codebook' parameter"):
+        tiny_cs(content_codebook=value).fit(mnist[0][:40])
+
+
+def test_a_content_codebook_quantizes_every_position_of_the_content_map(mnist):
+    """With content_grid equal to the map's side the content part is the map itself: each
+    position must be one of the codebook's vectors, and at most that many distinct ones."""
+    X, _, groups = mnist
+    est = tiny_cs(content_codebook=3, content_grid=7).fit(X[:64], groups=groups[:64])
+    for key in ("vq_loss", "codebook_perplexity"):
+        assert len(est.history_[key]) == 1 and np.isfinite(est.history_[key][0]), key
+    assert 1.0 <= est.history_["codebook_perplexity"][0] <= 3.0
+    content = est.set_params(part="content").transform(X[:20])            # (20, 4 * 7 * 7)
+    vectors = content.reshape(20, 4, 49).transpose(0, 2, 1).reshape(-1, 4)
+    codebook = est.modules_["quantizer"].codebook.detach().numpy()
+    nearest = np.abs(vectors[:, None, :] - codebook[None]).max(axis=2).min(axis=1)
+    assert nearest.max() < 1e-5
+    assert len(np.unique(vectors.round(5), axis=0)) <= 3
+    plain = tiny_cs(content_grid=7).fit(X[:64]).set_params(part="content").transform(X[:20])
+    assert len(np.unique(plain.reshape(20, 4, 49).transpose(0, 2, 1).reshape(-1, 4).round(5),
+                         axis=0)) > 100
+
+
 # -- networks and losses ------------------------------------------------------------------------
 
 def test_adain_sets_each_channels_mean_and_std():
@@ -330,6 +356,21 @@ def test_audio_padding_never_leaks_duration(audio_fitted, fsdd):
                                               sample_rate=SR))
     np.testing.assert_allclose(padded[1], alone[0], rtol=1e-4, atol=1e-5)
     assert not np.allclose(padded[0], alone[0])
+
+
+def test_audio_quantized_content_ignores_padding(fsdd):
+    """With content_codebook, a clip's content is still the same alone and padded."""
+    x, lengths, _, speaker = fsdd
+    est = tiny_cs(**TINY_AUDIO, content_codebook=4).fit(
+        Waveforms(x, lengths=lengths, sample_rate=SR), groups=speaker)
+    assert "quantizer" in est.modules_ and np.isfinite(est.history_["vq_loss"]).all()
+    short = int(np.argmin(lengths))
+    clip = x[short, :lengths[short]]
+    rows = np.zeros((2, lengths[0]), np.int16)
+    rows[0], rows[1, :len(clip)] = x[0, :lengths[0]], clip
+    rows[1, len(clip):] = 20000
+    padded = est.transform(Waveforms(rows, lengths=[lengths[0], len(clip)], sample_rate=SR))
+    np.testing.assert_allclose(padded[1], est.transform([clip])[0], rtol=1e-4, atol=1e-5)
 
 
 def test_audio_recombine_gives_log_mels_and_waveforms(audio_fitted, fsdd):

@@ -39,6 +39,7 @@ from featurekit_disentangling.networks import (
     GroupCodes,
     GroupCritic,
     StyleEncoder,
+    VectorQuantizer,
     check_feature_map,
     feature_map,
 )
@@ -151,6 +152,12 @@ class ContentStyle(FeatureExtractor):
         Weight of the group classification loss on the style code (groups only).
     lambda_swap : float, default=1.0
         Weight of the within-group style-swap reconstruction (groups only).
+    content_codebook : int or None, default=None
+        Quantize the content map, position by position (a frame, a pixel of
+        the map), to the nearest of this many learned code vectors (VQVC, Wu
+        & Lee 2020; VQ-VAE's straight-through estimator and loss, commitment
+        weight 0.25, van den Oord et al. 2017): an information bottleneck
+        against what the content should not carry. None: no quantization.
     modality : {"auto", "image", "audio"}, default="auto"
         How to read ``X``: ``"auto"`` takes Waveforms and lists of 1-D arrays
         as audio, everything else as images; ``"audio"`` also takes an
@@ -176,9 +183,9 @@ class ContentStyle(FeatureExtractor):
     modules_ : nn.ModuleDict
         ``backbone`` and ``content_head`` (the content encoder; for audio
         ``front_end``, the log-mel front end, and ``backbone``),
-        ``style_encoder``, ``decoder``; with groups also ``critic``,
-        ``style_classifier`` and ``group_codes`` (the training rows' groups,
-        during fit only).
+        ``style_encoder``, ``decoder``; with ``content_codebook`` also
+        ``quantizer``; with groups also ``critic``, ``style_classifier`` and
+        ``group_codes`` (the training rows' groups, during fit only).
     feature_parts_ : dict
         ``{"content": slice, "style": slice}``: the parts' columns.
     group_values_ : ndarray or None
@@ -190,6 +197,10 @@ class ContentStyle(FeatureExtractor):
         the critic; log(n_groups) when the critic is at chance),
         ``critic_accuracy`` (on training batches, before the encoder's
         update), ``loss_model`` and ``loss_critic``; without groups ``loss``.
+        With ``content_codebook`` also ``vq_loss`` (codebook + 0.25 x
+        commitment) and ``codebook_perplexity`` (exp of the entropy of the
+        codes used in a batch: how many are in use, at most
+        ``content_codebook``).
 
     See Also
     --------
@@ -211,6 +222,11 @@ class ContentStyle(FeatureExtractor):
     Y. Ganin, E. Ustinova, H. Ajakan, P. Germain, H. Larochelle, F. Laviolette,
     M. Marchand, V. Lempitsky. Domain-Adversarial Training of Neural Networks.
     JMLR 17, 2016.
+
+    D. Wu, H. Lee. One-shot Voice Conversion by Vector Quantization. ICASSP 2020.
+
+    A. van den Oord, O. Vinyals, K. Kavukcuoglu. Neural Discrete Representation
+    Learning. NeurIPS 2017.
 
     E. Tzeng, J. Hoffman, T. Darrell, K. Saenko. Simultaneous Deep Transfer
     Across Domains and Tasks. ICCV 2015.
@@ -270,11 +286,13 @@ class ContentStyle(FeatureExtractor):
         "critic_steps": [Interval(Integral, 1, None, closed="left")],
         "lambda_style": [Interval(Real, 0, None, closed="left")],
         "lambda_swap": [Interval(Real, 0, None, closed="left")],
+        "content_codebook": [None, Interval(Integral, 2, None, closed="left")],
     }
 
     def __init__(self, backbone="content_encoder", *, content_channels=8, content_grid=4,
                  style_dim=16, style_width=32, decoder_width=64, lambda_critic=1.0,
-                 critic_steps=5, lambda_style=1.0, lambda_swap=1.0, modality="auto",
+                 critic_steps=5, lambda_style=1.0, lambda_swap=1.0, content_codebook=None,
+                 modality="auto",
                  sample_rate=16000, n_mels=40, n_fft=256, hop_length=64, backbone_kwargs=None,
                  weights=None,
                  part=None, max_epochs=10, batch_size=64, inference_batch_size=256,
@@ -438,6 +456,7 @@ class ContentStyle(FeatureExtractor):
             modules = self._build_audio(spec)
         else:
             modules = self._build_image(spec)
+        self._add_quantizer(modules)
         if self.group_values_ is not None:
             n_groups = len(self.group_values_)
             codes = getattr(self, "_groups", None)
@@ -503,6 +522,11 @@ class ContentStyle(FeatureExtractor):
                                          self.decoder_width),
         })
 
+    def _add_quantizer(self, modules: nn.ModuleDict) -> nn.ModuleDict:
+        if self.content_codebook is not None:
+            modules["quantizer"] = VectorQuantizer(self.content_codebook, self.content_channels)
+        return modules
+
     def outputs(self, spec):
         return {"content": self._content_dim(), "style": self.style_dim}
 
@@ -516,10 +540,13 @@ class ContentStyle(FeatureExtractor):
         return specs
 
     def training_step(self, modules, batch, ctx):
-        target, mask, content, style = self._encode(modules, batch.x)
+        target, mask, content, style, vq = self._encode_all(modules, batch.x)
         reconstruction = self._decode_loss(modules, content, style, target, mask)
         loss = reconstruction
         logs = {"reconstruction": reconstruction.detach()}
+        if vq is not None:
+            loss = loss + vq[0]
+            logs.update(vq_loss=vq[0].detach(), codebook_perplexity=vq[1])
         if "critic" in modules:
             g = modules["group_codes"].codes[batch.index]
             code = self._pool(content, mask)
@@ -552,17 +579,32 @@ class ContentStyle(FeatureExtractor):
         # Images: a content_grid x content_grid grid; audio: content_grid ** 2 time spans.
         return self.content_channels * self.content_grid ** 2
 
-    @staticmethod
-    def _encode(modules: nn.ModuleDict, x: Any) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                         torch.Tensor, torch.Tensor]:
+    @classmethod
+    def _encode(cls, modules: nn.ModuleDict, x: Any) -> tuple[torch.Tensor, torch.Tensor | None,
+                                                             torch.Tensor, torch.Tensor]:
         """The model-space target (the image, or the standardized log-mel), the frame mask
-        (None for images), the content map and the style code of a batch."""
+        (None for images), the content map (quantized with ``content_codebook``) and the
+        style code of a batch."""
+        return cls._encode_all(modules, x)[:4]
+
+    @staticmethod
+    def _encode_all(modules: nn.ModuleDict, x: Any) -> tuple[Any, ...]:
+        """:meth:`_encode`'s four, and the quantizer's (loss, perplexity), or None."""
         if isinstance(x, AudioBatch):
-            spec, mask = modules["front_end"](x)
-            return (spec, mask, modules["backbone"](spec, mask),
-                    modules["style_encoder"](spec, mask))
-        content = modules["content_head"](feature_map(modules["backbone"], x))
-        return x, None, content, modules["style_encoder"](x)
+            target, mask = modules["front_end"](x)
+            content = modules["backbone"](target, mask)
+            style = modules["style_encoder"](target, mask)
+        else:
+            target, mask = x, None
+            content = modules["content_head"](feature_map(modules["backbone"], x))
+            style = modules["style_encoder"](x)
+        vq = None
+        if "quantizer" in modules:
+            content, loss, perplexity = modules["quantizer"](content, mask)
+            if mask is not None:
+                content = content.masked_fill(~mask[:, None, :], 0.0)
+            vq = (loss, perplexity)
+        return target, mask, content, style, vq
 
     @staticmethod
     def _decode(modules: nn.ModuleDict, content: torch.Tensor, style: torch.Tensor,

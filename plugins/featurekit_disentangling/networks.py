@@ -258,3 +258,52 @@ class GroupCodes(nn.Module):
     def __init__(self, codes: torch.Tensor):
         super().__init__()
         self.register_buffer("codes", codes, persistent=False)
+
+
+class VectorQuantizer(nn.Module):
+    """Vector quantization of a content map, position by position (van den Oord et al. 2017).
+
+    Each position's ``dim`` channels are replaced by the nearest of
+    ``n_codes`` learned code vectors; the encoder gets the gradient straight
+    through (the quantized value in the forward pass, the identity in the
+    backward pass). A small codebook is an information bottleneck that keeps
+    what the frames share across speakers (the phones) and drops the rest
+    (VQVC, Wu & Lee 2020). The loss is VQ-VAE's: the codebook term
+    ``|sg(z) - e|^2`` plus ``beta`` times the commitment term ``|z - sg(e)|^2``.
+    Code vectors start as standard normal draws, the scale of an
+    instance-normalized map.
+
+    Examples
+    --------
+    >>> vq = VectorQuantizer(4, 3)
+    >>> q, loss, perplexity = vq(torch.randn(2, 3, 5))
+    >>> q.shape, bool(loss > 0), 1.0 <= float(perplexity) <= 4.0
+    (torch.Size([2, 3, 5]), True, True)
+    """
+
+    def __init__(self, n_codes: int, dim: int, beta: float = 0.25):
+        super().__init__()
+        self.codebook = nn.Parameter(torch.randn(n_codes, dim))
+        self.beta = beta
+
+    def forward(self, z: torch.Tensor, mask: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``z`` (B, dim, ...) -> the quantized map (straight-through), the VQ loss and
+        the perplexity of the codes used (over ``mask``'s positions when given)."""
+        flat = z.float().movedim(1, -1).reshape(-1, z.shape[1])
+        codebook = self.codebook.float()
+        distance = (flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T
+                    + codebook.square().sum(1)[None, :])
+        index = distance.argmin(dim=1)
+        quantized = codebook[index]
+        per_position = ((quantized - flat.detach()).square().mean(1)
+                        + self.beta * (flat - quantized.detach()).square().mean(1))
+        valid = (torch.ones_like(per_position, dtype=torch.bool) if mask is None
+                 else mask.reshape(-1))
+        loss = per_position[valid].mean()
+        usage = torch.bincount(index[valid], minlength=len(codebook)).float()
+        usage = usage / usage.sum().clamp_min(1.0)
+        perplexity = torch.exp(-(usage * (usage + 1e-10).log()).sum())
+        out = flat + (quantized - flat).detach()
+        out = out.reshape(*z.movedim(1, -1).shape).movedim(-1, 1).to(z.dtype)
+        return out, loss, perplexity.detach()
