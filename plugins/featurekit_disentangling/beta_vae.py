@@ -3,10 +3,7 @@
 
 from __future__ import annotations
 
-import torch
-
 from featurekit.base import store_params
-from featurekit_reconstructive.losses import bernoulli_nll, gaussian_nll
 from featurekit_reconstructive.vae import VAE
 
 
@@ -88,16 +85,7 @@ class BetaVAE(VAE):
         store_params(self, locals())
 
     def training_step(self, modules, batch, ctx):
-        mu, logvar = self._posterior(modules, batch.x)
-        z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
-        out = modules["decoder"](z)
-        if "pixels" in modules:
-            target = modules["pixels"].inverse(batch.x).clamp(0.0, 1.0)
-            reconstruction = bernoulli_nll(out, target).mean()
-        else:
-            reconstruction = gaussian_nll(out, batch.x).mean()
-        mu, logvar = mu.float(), logvar.float()
-        kl_dims = (0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)).mean(dim=0)
+        reconstruction, kl_dims = self._elbo_terms(modules, batch.x)
         kl = kl_dims.sum()
         ctx.optimize("model", reconstruction + self.beta * kl)
         per_dim = kl_dims.detach().cpu().tolist()  # one transfer, not one per dimension

@@ -39,16 +39,21 @@ def bernoulli_nll(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         logits.float(), target.float(), reduction="none").flatten(1).sum(dim=1)
 
 
-def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
-    """KL(N(mu, exp(logvar)) || N(0, I)) per sample (Kingma & Welling 2014, appendix B).
+def kl_standard_normal(mu: torch.Tensor, logvar: torch.Tensor, *,
+                       per_dimension: bool = False) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per sample (Kingma & Welling 2014, appendix B),
+    or per sample and latent dimension (shape of ``mu``) with ``per_dimension=True``.
 
     Examples
     --------
     >>> float(kl_standard_normal(torch.zeros(2, 4), torch.zeros(2, 4))[0])
     0.0
+    >>> kl_standard_normal(torch.ones(2, 4), torch.zeros(2, 4), per_dimension=True).shape
+    torch.Size([2, 4])
     """
     mu, logvar = mu.float(), logvar.float()
-    return 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+    kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar)
+    return kl if per_dimension else kl.sum(dim=1)
 
 
 def masked_patch_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor,

@@ -118,17 +118,24 @@ class VAE(AutoEncoder):
         return modules
 
     def training_step(self, modules, batch, ctx):
-        mu, logvar = self._posterior(modules, batch.x)
+        reconstruction, kl_dims = self._elbo_terms(modules, batch.x)
+        kl = kl_dims.sum()
+        ctx.optimize("model", reconstruction + self.beta * kl)
+        ctx.log(reconstruction=reconstruction.detach(), kl=kl.detach())
+
+    def _elbo_terms(self, modules: nn.ModuleDict, x: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The batch's mean reconstruction NLL, and its mean KL per latent dimension
+        (shape ``(n_components,)``; their sum is the ELBO's KL term)."""
+        mu, logvar = self._posterior(modules, x)
         z = mu + torch.randn_like(mu) * (0.5 * logvar).exp()
         out = modules["decoder"](z)
         if "pixels" in modules:
-            target = modules["pixels"].inverse(batch.x).clamp(0.0, 1.0)
+            target = modules["pixels"].inverse(x).clamp(0.0, 1.0)
             reconstruction = bernoulli_nll(out, target).mean()
         else:
-            reconstruction = gaussian_nll(out, batch.x).mean()
-        kl = kl_standard_normal(mu, logvar).mean()
-        ctx.optimize("model", reconstruction + self.beta * kl)
-        ctx.log(reconstruction=reconstruction.detach(), kl=kl.detach())
+            reconstruction = gaussian_nll(out, x).mean()
+        return reconstruction, kl_standard_normal(mu, logvar, per_dimension=True).mean(dim=0)
 
     def _posterior(self, modules: nn.ModuleDict, x: torch.Tensor
                    ) -> tuple[torch.Tensor, torch.Tensor]:
