@@ -275,9 +275,13 @@ class Trainer:
 
     def _local_batch(self, batch: int) -> int:
         if batch % self.world.size:
+            what = (f"batch_size={batch}" if batch == self.batch_size else
+                    f"the global batch ({batch}: X has fewer samples than "
+                    f"batch_size={self.batch_size})")
             raise ParameterError(
-                f"batch_size={batch} is the global batch, cut into equal slices for the "
-                f"{self.world.size} processes; choose a multiple of {self.world.size}")
+                f"{what} is cut into equal slices for the {self.world.size} processes, so it "
+                f"must be a multiple of {self.world.size}; change batch_size or the number "
+                "of samples")
         return batch // self.world.size
 
     def _step(self, raw: torch.Tensor, rows: np.ndarray, targets: torch.Tensor | None,

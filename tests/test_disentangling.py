@@ -442,3 +442,18 @@ def test_audio_clone_pickle_save_load(audio_fitted, fsdd, tmp_path):
     audio_fitted.save(tmp_path / "cs.pt")
     loaded = featurekit.load(tmp_path / "cs.pt")
     np.testing.assert_array_equal(loaded.transform(waves), audio_fitted.transform(waves))
+
+
+def test_warm_start_checks_group_length_and_a_failed_fit_keeps_the_model():
+    X, _ = tiny_data("image")
+    X = X[:32]
+    groups = np.tile(["a", "b"], 16)
+    est = tiny_cs().fit(X, groups=groups)
+    est.set_params(warm_start=True)
+    with pytest.raises(InputError, match="different lengths"):
+        est.fit(X, groups=groups[:16])
+    with pytest.raises(InputError, match="different lengths"):
+        est.fit(X[:16], groups=groups)
+    assert list(est.group_values_) == ["a", "b"]
+    est.fit(X, groups=groups)  # still continues
+    assert len(est.history_["reconstruction"]) == 2

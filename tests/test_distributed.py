@@ -86,9 +86,13 @@ def test_refuses_untested_methods_and_uneven_batches(monkeypatch):
     X, _ = workers.digits(64)
     with pytest.raises(TrainingError, match="not tested for training on several processes"):
         featurekit.create("byol", backbone="mlp", max_epochs=1, batch_size=32).fit(X)
-    with pytest.raises(ParameterError, match="multiple of 2"):
+    with pytest.raises(ParameterError, match="batch_size=33 is cut .* multiple of 2"):
         featurekit.create("simclr", backbone="mlp", max_epochs=1, batch_size=33,
                           verbose=0).fit(X)
+    with pytest.raises(ParameterError, match=r"global batch \(63: X has fewer samples than "
+                                             r"batch_size=64\)"):
+        featurekit.create("simclr", backbone="mlp", max_epochs=1, batch_size=64,
+                          verbose=0).fit(X[:63])
 
 
 def test_launch_checks_nproc():

@@ -334,13 +334,15 @@ class ContentStyle(FeatureExtractor):
                 f"{_describe(self.group_values_)}, and this fit has groups {_describe(values)}; "
                 "give the same groups, or set warm_start=False")
         self._groups = codes
+        previous = getattr(self, "group_values_", None)
         try:
             self.group_values_ = values
-            if continuing and codes is not None:
-                self.modules_["group_codes"].codes = codes.to(
-                    self.modules_["style_classifier"].weight.device)
             metadata = {} if groups is None else {"groups": np.asarray(groups)}
             self._fit(X, None, metadata)
+        except BaseException:
+            if hasattr(self, "modules_"):  # a failed fit leaves the fitted model as it was
+                self.group_values_ = previous
+            raise
         finally:
             del self._groups
         if "group_codes" in self.modules_:  # the training rows' groups are not the model's
@@ -424,7 +426,10 @@ class ContentStyle(FeatureExtractor):
             log_mel = front.to_log_mel(self._decode(modules, content, style, mask), mask)
             if output == "log_mel":
                 return log_mel
+            # Frames past a clip's end are 0 in the log-mel: silence them, or exp(0)
+            # would spread loud noise over the clip's last samples.
             power = (log_mel.exp() - front.log_mel.eps).clamp_min(0.0)
+            power = power.masked_fill(~mask[:, None, :], 0.0)
             linear = mel_to_linear(power, front.log_mel.filterbank)
             generator = torch.Generator(device=x.device).manual_seed(seed + int(x.index[0]))
             wave = griffin_lim(linear.sqrt(), n_fft=self.n_fft, hop_length=self.hop_length,
@@ -451,6 +456,16 @@ class ContentStyle(FeatureExtractor):
         return np.pad(out, ((0, 0), (0, content_of.shape[1] - out.shape[1])))
 
     # -- the method contract ---------------------------------------------------------
+    def _fit_inputs(self, X):
+        # Checked here, on every fit (a warm start skips build): one group per sample.
+        source, state = super()._fit_inputs(X)
+        if self._groups is not None:
+            group_args.check_length(self._groups, source.n)
+            if self.warm_start and "group_codes" in getattr(self, "modules_", {}):
+                codes = self.modules_["group_codes"]
+                codes.codes = self._groups.to(self.modules_["style_classifier"].weight.device)
+        return source, state
+
     def build(self, spec):
         if spec.modality == "audio":
             modules = self._build_audio(spec)

@@ -292,8 +292,9 @@ class VectorQuantizer(nn.Module):
         the perplexity of the codes used (over ``mask``'s positions when given)."""
         flat = z.float().movedim(1, -1).reshape(-1, z.shape[1])
         codebook = self.codebook.float()
-        distance = (flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T
-                    + codebook.square().sum(1)[None, :])
+        with torch.autocast(z.device.type, enabled=False):  # nearest codes in float32
+            distance = (flat.square().sum(1, keepdim=True) - 2 * flat @ codebook.T
+                        + codebook.square().sum(1)[None, :])
         index = distance.argmin(dim=1)
         quantized = codebook[index]
         per_position = ((quantized - flat.detach()).square().mean(1)
