@@ -24,7 +24,7 @@ from featurekit.exceptions import InputError, ParameterError
 from featurekit.registry import register_plugin, unregister_plugin
 from featurekit.testing import parametrize_method_checks, tiny, tiny_data
 from featurekit_adversarial import BiGAN, CycleGAN
-from featurekit_adversarial.domains import content_box
+from featurekit_adversarial.domains import content_box, paste
 from featurekit_adversarial.generators import cyclegan_encoder
 from featurekit_adversarial.losses import adversarial_loss, discriminator_loss
 from featurekit_adversarial.pool import ImagePool
@@ -193,11 +193,25 @@ def test_content_box_finds_the_square_and_the_background():
     x = torch.full((6, 1, 28, 28), 10, dtype=torch.uint8)
     x[:, :, 4:24, 6:20] = 250  # content 20 high, 14 wide: a 20 px square centred on it
     x[0] = 10  # an image without content is skipped
-    assert content_box(x, 255.0) == ([4, 3, 20], pytest.approx(10 / 255))
+    assert content_box(x, 255.0) == ([4, 3, 20], [pytest.approx(10 / 255)])
     x[1:, :, :, :] = 10
     x[1:, :, 0:12, 0:4] = 250  # at the corner: the square stays inside the image
     assert content_box(x, 255.0)[0] == [0, 0, 12]
     assert content_box(torch.zeros(3, 1, 6, 9), 1.0)[0] == [0, 1, 6]  # no content: the centre
+
+
+def test_paste_fills_each_channel_with_the_background_colour():
+    blue = torch.zeros(4, 3, 10, 10, dtype=torch.uint8)
+    blue[:, 2] = 255
+    blue[:, :, 3:7, 3:7] = 128  # grey content on a blue background
+    box, background = content_box(blue, 255.0)
+    assert box == [3, 3, 4] and background == [0.0, 0.0, 1.0]
+    fmt = {"box": box, "background": background, "shape": (3, 10, 10), "layout": "first"}
+    out = paste(np.full((2, 3, 4, 4), 7, np.uint8), fmt, 255.0)
+    assert out[:, :, 0, 0].tolist() == [[0, 0, 255]] * 2 and (out[:, :, 3:7, 3:7] == 7).all()
+    last = paste(np.full((1, 4, 4, 3), 7, np.uint8), {**fmt, "shape": (10, 10, 3),
+                                                      "layout": "last"}, 255.0)
+    assert last[0, 0, 0].tolist() == [0, 0, 255]
 
 
 def test_framing_content_crops_and_pastes_each_domain(tmp_path):
@@ -206,7 +220,7 @@ def test_framing_content_crops_and_pastes_each_domain(tmp_path):
     gan = CycleGAN(framing="content", **kw).fit(list(small) + list(full), domains=domains)
     formats = dict(zip(gan.metadata_values_["domains"].tolist(), gan.domain_formats_))
     assert formats["small"]["box"] == [2, 2, 8] and formats["full"]["box"] == [0, 0, 8]
-    assert formats["small"]["background"] == 0.0
+    assert formats["small"]["background"] == [0.0]
     to_small = gan.translate(full[:5], to="small")
     assert to_small.shape == (5, 12, 12) and to_small.dtype == np.uint8
     inside = np.zeros((12, 12), bool)

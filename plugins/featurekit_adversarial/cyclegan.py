@@ -129,7 +129,7 @@ class CycleGAN(FeatureExtractor):
         Each domain's ``shape``, ``sample_shape`` (C, H, W) and ``layout``, in
         the order of ``metadata_values_["domains"]``; with
         ``framing="content"`` also its content square ``box`` (``[top, left,
-        side]`` in native pixels) and ``background`` (in [0, 1]).
+        side]`` in native pixels) and ``background`` (per channel, in [0, 1]).
     history_ : dict of list
         Per epoch: ``loss_generators``, ``loss_discriminators``,
         ``adversarial``, ``cycle`` and ``identity`` (training batches), and

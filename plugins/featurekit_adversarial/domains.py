@@ -67,11 +67,11 @@ CONTENT_THRESHOLD = 0.25
 CONTENT_SAMPLE = 4096
 
 
-def content_box(raw: torch.Tensor, scale: float) -> tuple[list[int], float]:
-    """A domain's content square ``[top, left, side]`` and its background value in [0, 1].
+def content_box(raw: torch.Tensor, scale: float) -> tuple[list[int], list[float]]:
+    """A domain's content square ``[top, left, side]`` and its background colour in [0, 1].
 
-    The background is the median of the images' outermost pixels (channels
-    averaged); a pixel is content where it differs from it by more than
+    The background is the median of the images' outermost pixels, per channel;
+    a pixel is content where a channel differs from the background's by more than
     ``CONTENT_THRESHOLD`` of the value range. Each image's content has a
     bounding box; the domain's square has the side of the longer of the
     median box's sides, centred on the median box (moved inside the image
@@ -90,8 +90,8 @@ def content_box(raw: torch.Tensor, scale: float) -> tuple[list[int], float]:
     -------
     box : list of int
         ``[top, left, side]`` of the square.
-    background : float
-        The background value in [0, 1].
+    background : list of float
+        The background value of each channel, in [0, 1].
 
     Examples
     --------
@@ -99,14 +99,15 @@ def content_box(raw: torch.Tensor, scale: float) -> tuple[list[int], float]:
     >>> x = torch.zeros(5, 1, 28, 28, dtype=torch.uint8)
     >>> x[:, :, 4:24, 6:20] = 255
     >>> content_box(x, 255.0)
-    ([4, 3, 20], 0.0)
+    ([4, 3, 20], [0.0])
     """
     n, _, height, width = raw.shape
     rows = torch.as_tensor(np.unique(np.linspace(0, n - 1, min(n, CONTENT_SAMPLE)).astype(int)))
-    v = raw[rows].float().mean(1) / scale
-    ring = torch.cat([v[:, 0, :], v[:, -1, :], v[:, :, 0], v[:, :, -1]], 1)
-    background = float(ring.median())
-    ink = (v - background).abs() > CONTENT_THRESHOLD
+    x = raw[rows].float() / scale
+    ring = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
+    background = [float(c.median()) for c in ring.transpose(0, 1).flatten(1)]
+    colour = torch.tensor(background, dtype=x.dtype).view(1, -1, 1, 1)
+    ink = (x - colour).abs().amax(1) > CONTENT_THRESHOLD
     side_full = min(height, width)
     full = [(height - side_full) // 2, (width - side_full) // 2, side_full]
     has = ink.flatten(1).any(1)
@@ -330,13 +331,15 @@ def paste(images: np.ndarray, fmt: dict, scale: float) -> np.ndarray:
     its native shape, on its background (``framing="content"``)."""
     top, left, side = fmt["box"]
     shape = tuple(fmt["shape"])
-    fill = fmt["background"] * scale
+    fill = np.asarray(fmt["background"], dtype=np.float64) * scale  # per channel
     if images.dtype == np.uint8:
-        fill = round(fill)
-    out = np.full((len(images), *shape), fill, dtype=images.dtype)
+        fill = np.round(fill)
+    out = np.empty((len(images), *shape), dtype=images.dtype)
     if fmt["layout"] == "first":
+        out[:] = fill.reshape(-1, 1, 1)
         out[:, :, top:top + side, left:left + side] = images
     else:  # "none" (n, H, W) or "last" (n, H, W, C)
+        out[:] = fill if fmt["layout"] == "last" else fill.mean()
         out[:, top:top + side, left:left + side] = images
     return out
 
