@@ -274,6 +274,8 @@ def add_speech_args(parser: argparse.ArgumentParser) -> None:
                         help="ContentStyle's content_codebook (default: the method's)")
     parser.add_argument("--speech-critic-steps", type=int, default=None,
                         help="ContentStyle's critic_steps (default: the method's)")
+    parser.add_argument("--speech-content-channels", type=int, default=None,
+                        help="ContentStyle's content_channels (default: the method's)")
     parser.add_argument("--speech-skip-unsupervised", action="store_true")
 
 
@@ -327,7 +329,9 @@ def make_speech(args, epochs: int):
     extra = {k: v for k, v in (("lambda_critic", args.speech_lambda_critic),
                                ("lambda_swap", args.speech_lambda_swap),
                                ("content_codebook", args.speech_content_codebook),
-                               ("critic_steps", args.speech_critic_steps)) if v is not None}
+                               ("critic_steps", args.speech_critic_steps),
+                               ("content_channels", args.speech_content_channels))
+             if v is not None}
     return featurekit.create(
         "content_style", sample_rate=SR, n_mels=N_MELS, n_fft=N_FFT, hop_length=HOP,
         backbone_kwargs={"width": args.speech_width}, style_width=args.speech_style_width,
