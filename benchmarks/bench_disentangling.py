@@ -82,13 +82,13 @@ chosen that way, never on the test clips.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
-from sklearn.model_selection import train_test_split
 
 import featurekit
 from featurekit.audio import AudioBatch, LogMel, masked_instance_norm, masked_mean_std, n_frames
@@ -96,6 +96,9 @@ from featurekit.data import Waveforms
 from featurekit.data.inputs import resize_shorter_and_crop
 from featurekit.evaluate import parts_table
 from featurekit_disentangling.audio_networks import segment_pool
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_adversarial import load as load_domains  # noqa: E402  (the same MNIST/USPS splits)
 
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
 DEFAULT_OUT = Path(__file__).resolve().parent / "out"
@@ -112,24 +115,16 @@ def resize(x: np.ndarray, size: int) -> np.ndarray:
 
 def load(data_dir: Path, dev: bool) -> dict:
     """Pooled train and evaluation images (a list), digits and domains (evaluation: the
-    test sets, or with ``dev`` a split of the training images)."""
-    mnist, usps = np.load(data_dir / "mnist_test.npz"), np.load(data_dir / "usps.npz")
-    xm, ym = mnist["x"], mnist["y"]
-    train_m, test_m = train_test_split(np.arange(len(ym)), test_size=0.2, stratify=ym,
-                                       random_state=0)
-    xu, yu, split = usps["x"], usps["y"], usps["split"]
-    train_u, test_u = np.flatnonzero(split == 0), np.flatnonzero(split == 1)
-    if dev:
-        train_m, test_m = train_test_split(train_m, test_size=0.2, stratify=ym[train_m],
-                                           random_state=1)
-        train_u, test_u = train_test_split(train_u, test_size=0.2, stratify=yu[train_u],
-                                           random_state=1)
+    test sets, or with ``dev`` a split of the training images): the splits of
+    bench_adversarial.py."""
+    split = load_domains(data_dir, dev)
     d = {}
-    for split_name, im, iu in (("train", train_m, train_u), ("test", test_m, test_u)):
-        d[f"x_{split_name}"] = list(xm[im]) + list(xu[iu])
-        d[f"digit_{split_name}"] = np.r_[ym[im], yu[iu]]
-        d[f"domain_{split_name}"] = np.array([A] * len(im) + [B] * len(iu))
-        d[f"{A}_{split_name}"], d[f"{B}_{split_name}"] = xm[im], xu[iu]
+    for name in ("train", "test"):
+        xm, xu = split[f"a_{name}"], split[f"b_{name}"]
+        d[f"x_{name}"] = list(xm) + list(xu)
+        d[f"digit_{name}"] = np.r_[split[f"ya_{name}"], split[f"yb_{name}"]]
+        d[f"domain_{name}"] = np.array([A] * len(xm) + [B] * len(xu))
+        d[f"{A}_{name}"], d[f"{B}_{name}"] = xm, xu
     return d
 
 
