@@ -64,7 +64,7 @@ from sklearn.decomposition import PCA
 from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_index import augmented_views, load_images  # noqa: E402
+from bench_index import augmented_views, best_time, load_images, recall  # noqa: E402
 
 import featurekit  # noqa: E402
 from featurekit.index import FeatureIndex  # noqa: E402
@@ -194,19 +194,6 @@ def build(index: FeatureIndex, store: FeatureStore) -> dict:
             "nlist": index.nlist_, "pq_m": index.pq_m_,
             "calibrated": index.nprobe_ or index.ef_search_,
             "calibrated_recall": index.calibrated_recall_}
-
-
-def best_time(fn, repeats: int):
-    times, result = [], None
-    for _ in range(repeats):
-        started = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - started)
-    return min(times), result
-
-
-def recall(found: np.ndarray, truth: np.ndarray) -> float:
-    return float(np.mean([len(set(a) & set(b)) / truth.shape[1] for a, b in zip(found, truth)]))
 
 
 def sweep(index: FeatureIndex, param: str | None, values: list, queries: np.ndarray,
