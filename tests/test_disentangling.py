@@ -16,6 +16,7 @@ from sklearn.base import clone
 from sklearn.datasets import load_digits
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from sklearn.utils._param_validation import InvalidParameterError
 
 import featurekit
@@ -25,6 +26,7 @@ from featurekit.evaluate import parts_table
 from featurekit.exceptions import InputError, ParameterError
 from featurekit.testing import tiny_data
 from featurekit_disentangling import BetaVAE, ContentStyle
+from featurekit_disentangling.erasure import LinearEraser
 from featurekit_disentangling.losses import same_group_partners
 from featurekit_disentangling.networks import AdaINDecoder, adain
 
@@ -173,6 +175,52 @@ def test_bad_groups_are_named(groups, message, mnist):
     assert isinstance(info.value, ValueError)
 
 
+def test_leace_equalizes_the_group_means_and_keeps_what_is_orthogonal():
+    rng = np.random.default_rng(0)
+    group, other = rng.integers(0, 3, 600), rng.integers(0, 2, 600)
+    x = np.c_[(group == 1) + 0.3 * rng.normal(size=600), other + 0.3 * rng.normal(size=600),
+              (group == 2) + 0.3 * rng.normal(size=600), rng.normal(size=(600, 3))]
+    eraser = LinearEraser(6).fit(torch.tensor(x, dtype=torch.float32), torch.as_tensor(group), 3)
+    erased = eraser(torch.tensor(x, dtype=torch.float32)).numpy()
+    assert int(eraser.rank) == 2  # n_groups - 1 directions
+    for g in range(3):
+        np.testing.assert_allclose(erased[group == g].mean(0), erased.mean(0), atol=1e-4)
+    probe = make_pipeline(StandardScaler(), LogisticRegression(C=1, max_iter=2000))
+    assert probe.fit(x, group).score(x, group) > 0.9
+    assert len(np.unique(probe.fit(erased, group).predict(erased))) == 1  # a constant guess
+    assert probe.fit(erased, other).score(erased, other) > 0.9  # the other factor stays
+    assert np.abs(erased[:, 3:] - x[:, 3:]).mean() < 0.1  # unrelated columns barely move (std 1)
+    assert np.linalg.matrix_rank(erased - x, tol=1e-4) == 2
+
+
+def test_the_content_part_is_linearly_erased_of_the_groups(mnist):
+    X, _, groups = mnist
+    est = tiny_cs(part="content").fit(X, groups=groups)
+    content = est.transform(X)
+    assert est.content_erasure_rank_ == 1
+    np.testing.assert_allclose(content[groups == 0].mean(0), content[groups == 1].mean(0),
+                               atol=1e-4)
+    plain = tiny_cs(part="content", content_erasure=None).fit(X, groups=groups)
+    assert plain.content_erasure_rank_ == 0
+    assert np.abs(plain.transform(X)[groups == 0].mean(0)
+                  - plain.transform(X)[groups == 1].mean(0)).max() > 1e-3
+    moved = content - plain.transform(X)  # the same training run, then the eraser
+    np.testing.assert_allclose(np.linalg.matrix_rank(moved - moved.mean(0), tol=1e-4), 1)
+    np.testing.assert_array_equal(est.set_params(part="style").transform(X),
+                                  plain.set_params(part="style").transform(X))
+    unsupervised = tiny_cs().fit(X)
+    assert unsupervised.content_erasure_rank_ == 0 and "content_eraser" not in unsupervised.modules_
+
+
+def test_a_warm_start_refits_the_eraser_on_the_codes_as_trained(mnist):
+    X, _, groups = mnist
+    est = tiny_cs(part="content", warm_start=True).fit(X[:128], groups=groups[:128])
+    est.fit(X[:128], groups=groups[:128])
+    content = est.transform(X[:128])
+    np.testing.assert_allclose(content[groups[:128] == 0].mean(0),
+                               content[groups[:128] == 1].mean(0), atol=1e-4)
+
+
 def test_warm_start_needs_the_same_groups(mnist):
     X, _, groups = mnist
     est = tiny_cs(warm_start=True).fit(X[:40], groups=groups[:40])
@@ -192,7 +240,8 @@ def test_a_content_codebook_quantizes_every_position_of_the_content_map(mnist):
     """With content_grid equal to the map's side the content part is the map itself: each
     position must be one of the codebook's vectors, and at most that many distinct ones."""
     X, _, groups = mnist
-    est = tiny_cs(content_codebook=3, content_grid=7).fit(X[:64], groups=groups[:64])
+    est = tiny_cs(content_codebook=3, content_grid=7, content_erasure=None).fit(
+        X[:64], groups=groups[:64])
     for key in ("vq_loss", "codebook_perplexity"):
         assert len(est.history_[key]) == 1 and np.isfinite(est.history_[key][0]), key
     assert 1.0 <= est.history_["codebook_perplexity"][0] <= 3.0

@@ -18,8 +18,9 @@ from featurekit import assembly
 from featurekit.base import AUDIO_CONSTRAINTS, FeatureExtractor, store_params
 from featurekit.data import inputs
 from featurekit.exceptions import InputError, ParameterError
-from featurekit.method import Interval, OptimizerSpec
+from featurekit.method import Interval, OptimizerSpec, StrOptions
 from featurekit_disentangling import groups as group_args
+from featurekit_disentangling.erasure import LinearEraser
 from featurekit_disentangling.audio_networks import (
     AudioAdaINDecoder,
     AudioContentEncoder,
@@ -117,7 +118,16 @@ class ContentStyle(FeatureExtractor):
     - a within-group style swap (Chou et al. 2018): each sample is also
       rebuilt from its own content and the style of another sample of its
       group in the batch (L1, ``lambda_swap``), so the style code can carry
-      only what a group's samples share.
+      only what a group's samples share;
+
+    and, after training, with ``content_erasure="leace"`` (the default), a
+    closed-form linear eraser of the group from the ``content`` part (LEACE,
+    Belrose et al. 2023), fitted on the training rows' content codes: the
+    groups' mean content codes are made equal, so no linear classifier trained
+    on those rows does better than a constant guess, while the codes move as
+    little as possible (at most ``n_groups - 1`` directions are removed). The
+    guarantee is linear: a non-linear reader can still find what the critic
+    left. ``recombine`` decodes the content map, before the eraser.
 
     Without groups the method is unsupervised (reconstruction only). ``y``
     is ignored either way, so a Pipeline's labels never become the groups; in
@@ -152,6 +162,10 @@ class ContentStyle(FeatureExtractor):
         Weight of the group classification loss on the style code (groups only).
     lambda_swap : float, default=1.0
         Weight of the within-group style-swap reconstruction (groups only).
+    content_erasure : {"leace"} or None, default="leace"
+        With groups: erase the group linearly from the ``content`` part after
+        training (see above). None: the content part is the critic-trained
+        code as it is. Without groups it has no effect.
     content_codebook : int or None, default=None
         Quantize the content map, position by position (a frame, a pixel of
         the map), to the nearest of this many learned code vectors (VQVC, Wu
@@ -185,7 +199,12 @@ class ContentStyle(FeatureExtractor):
         ``front_end``, the log-mel front end, and ``backbone``),
         ``style_encoder``, ``decoder``; with ``content_codebook`` also
         ``quantizer``; with groups also ``critic``, ``style_classifier`` and
-        ``group_codes`` (the training rows' groups, during fit only).
+        ``group_codes`` (the training rows' groups, during fit only) and
+        ``content_eraser`` (LEACE's mean and matrix; the identity with
+        ``content_erasure=None``).
+    content_erasure_rank_ : int
+        Directions the eraser removes from the content part (0 without groups
+        or erasure; at most ``n_groups - 1``).
     feature_parts_ : dict
         ``{"content": slice, "style": slice}``: the parts' columns.
     group_values_ : ndarray or None
@@ -222,6 +241,10 @@ class ContentStyle(FeatureExtractor):
     Y. Ganin, E. Ustinova, H. Ajakan, P. Germain, H. Larochelle, F. Laviolette,
     M. Marchand, V. Lempitsky. Domain-Adversarial Training of Neural Networks.
     JMLR 17, 2016.
+
+    N. Belrose, D. Schneider-Joseph, S. Ravfogel, R. Cotterell, E. Raff,
+    S. Biderman. LEACE: Perfect linear concept erasure in closed form.
+    NeurIPS 2023.
 
     D. Wu, H. Lee. One-shot Voice Conversion by Vector Quantization. ICASSP 2020.
 
@@ -287,12 +310,13 @@ class ContentStyle(FeatureExtractor):
         "lambda_style": [Interval(Real, 0, None, closed="left")],
         "lambda_swap": [Interval(Real, 0, None, closed="left")],
         "content_codebook": [None, Interval(Integral, 2, None, closed="left")],
+        "content_erasure": [None, StrOptions({"leace"})],
     }
 
     def __init__(self, backbone="content_encoder", *, content_channels=8, content_grid=4,
                  style_dim=16, style_width=32, decoder_width=64, lambda_critic=1.0,
-                 critic_steps=5, lambda_style=1.0, lambda_swap=1.0, content_codebook=None,
-                 modality="auto",
+                 critic_steps=5, lambda_style=1.0, lambda_swap=1.0, content_erasure="leace",
+                 content_codebook=None, modality="auto",
                  sample_rate=16000, n_mels=40, n_fft=256, hop_length=64, backbone_kwargs=None,
                  weights=None,
                  part=None, max_epochs=10, batch_size=64, inference_batch_size=256,
@@ -339,6 +363,7 @@ class ContentStyle(FeatureExtractor):
             self.group_values_ = values
             metadata = {} if groups is None else {"groups": np.asarray(groups)}
             self._fit(X, None, metadata)
+            self._fit_eraser(X)
         except BaseException:
             if hasattr(self, "modules_"):  # a failed fit leaves the fitted model as it was
                 self.group_values_ = previous
@@ -481,6 +506,7 @@ class ContentStyle(FeatureExtractor):
             modules["style_classifier"] = nn.Linear(self.style_dim, n_groups)
             modules["group_codes"] = GroupCodes(
                 codes if codes is not None else torch.zeros(0, dtype=torch.long))
+            modules["content_eraser"] = LinearEraser(self._content_dim())
         return modules
 
     def _build_image(self, spec) -> nn.ModuleDict:
@@ -587,9 +613,25 @@ class ContentStyle(FeatureExtractor):
 
     def embed(self, modules, x):
         _, mask, content, style = self._encode(modules, x)
-        return {"content": self._pool(content, mask), "style": style}
+        content = self._pool(content, mask)
+        if "content_eraser" in modules:  # the identity until fit ends
+            content = modules["content_eraser"](content)
+        return {"content": content, "style": style}
 
     # -- internals -------------------------------------------------------------------
+    def _fit_eraser(self, X: Any) -> None:
+        """Fit LEACE on the training rows' content codes (``content_erasure="leace"``)."""
+        self.content_erasure_rank_ = 0
+        if "content_eraser" not in self.modules_:
+            return
+        eraser: LinearEraser = self.modules_["content_eraser"]
+        eraser.reset()  # the codes as trained, also on a warm start
+        if self.content_erasure is None:
+            return
+        content = self._features(self._transform_inputs(X), ["content"])
+        eraser.fit(torch.from_numpy(content), self._groups, len(self.group_values_))
+        self.content_erasure_rank_ = int(eraser.rank)
+
     def _content_dim(self) -> int:
         # Images: a content_grid x content_grid grid; audio: content_grid ** 2 time spans.
         return self.content_channels * self.content_grid ** 2
