@@ -24,7 +24,7 @@ from featurekit.exceptions import InputError, ParameterError
 from featurekit.registry import register_plugin, unregister_plugin
 from featurekit.testing import parametrize_method_checks, tiny, tiny_data
 from featurekit_adversarial import BiGAN, CycleGAN
-from featurekit_adversarial.domains import content_box, paste
+from featurekit_adversarial.domains import content_box, deskew, paste
 from featurekit_adversarial.generators import cyclegan_encoder
 from featurekit_adversarial.losses import adversarial_loss, discriminator_loss
 from featurekit_adversarial.pool import ImagePool
@@ -249,6 +249,63 @@ def test_framing_is_validated():
     gan = CycleGAN(framing="content", image_size=8, **SMALL).fit(X, domains=domains)
     with pytest.raises(InputError, match=r"native shape \(1, 8, 8\)"):
         gan.translate(small[:2], to="small")  # 12 px images given as the other domain
+
+
+def slanted_strokes(n: int, size: int = 12, background: int = 0, ink: int = 255):
+    """``n`` one-pixel strokes, each leaning by its own slope (-0.6 .. 0.6), on ``background``."""
+    x = np.full((n, size, size), background, np.uint8)
+    for i, slope in enumerate(np.linspace(-0.6, 0.6, n)):
+        for row in range(2, size - 2):
+            x[i, row, int(round(size / 2 + slope * (row - size / 2)))] = ink
+    return x
+
+
+def ink_slope(x: np.ndarray, background: int = 0) -> np.ndarray:
+    ink = np.abs(x.astype(np.float64) - background)
+    ys, xs = np.mgrid[:x.shape[1], :x.shape[2]]
+    mass = ink.sum((1, 2))
+    cy, cx = (ink * ys).sum((1, 2)) / mass, (ink * xs).sum((1, 2)) / mass
+    dy, dx = ys - cy[:, None, None], xs - cx[:, None, None]
+    return (ink * dy * dx).sum((1, 2)) / (ink * dy ** 2).sum((1, 2))
+
+
+def test_deskew_makes_every_stroke_upright_and_keeps_dtype_and_background():
+    x = slanted_strokes(7)
+    assert np.abs(ink_slope(x)).max() > 0.5
+    upright = deskew(torch.from_numpy(x)[:, None], 255.0, [0.0])[:, 0].numpy()
+    assert upright.dtype == np.uint8 and np.abs(ink_slope(upright)).max() < 0.05
+    # dark ink on white, as floats: the background is what enters the frame
+    white = slanted_strokes(7, background=255, ink=0).astype(np.float32) / 255
+    out = deskew(torch.from_numpy(white)[:, None], 1.0, [1.0])[:, 0].numpy()
+    assert out.dtype == np.float32 and np.abs(ink_slope(out * 255, background=255)).max() < 0.05
+    assert out[:, 0, :].min() > 0.99  # the rows without ink stay background
+    blank = torch.zeros(2, 1, 6, 6)
+    assert torch.equal(deskew(blank, 1.0, [0.0]), blank)  # no ink: unchanged
+
+
+def test_deskew_runs_before_the_framing_and_in_translate(tmp_path):
+    slanted = slanted_strokes(24, size=12)
+    upright = np.zeros((24, 8, 8), np.uint8)
+    upright[:, 1:7, 2:6] = 200
+    X, domains = list(slanted) + list(upright), ["slanted"] * 24 + ["upright"] * 24
+    gan = CycleGAN(framing="content", deskew=True, image_size=8, **SMALL).fit(X, domains=domains)
+    assert [f["deskewed"] for f in gan.domain_formats_] == [True, True]
+    plain = CycleGAN(framing="content", image_size=8, **SMALL).fit(X, domains=domains)
+    assert [f["deskewed"] for f in plain.domain_formats_] == [False, False]
+    # the same generators, fed the deskewed crop: translate deskews what it is given
+    fmt = gan.domain_formats_[gan.metadata_values_["domains"].tolist().index("slanted")]
+    straight = deskew(torch.from_numpy(slanted[:4])[:, None], 255.0, fmt["background"])
+    out = gan.translate(slanted[:4], to="upright")
+    assert out.shape == (4, 8, 8)
+    # translate deskews its input: an input already upright translates the same
+    np.testing.assert_allclose(out, gan.translate(straight[:, 0].numpy(), to="upright"), atol=2)
+    assert np.abs(plain.translate(slanted[:4], to="upright").astype(int)
+                  - plain.translate(straight[:, 0].numpy(), to="upright")).max() > 2
+    gan.save(tmp_path / "deskew.pt")
+    np.testing.assert_array_equal(featurekit.load(tmp_path / "deskew.pt").translate(
+        slanted[:3], to="upright"), gan.translate(slanted[:3], to="upright"))
+    with pytest.raises(ParameterError, match="deskew=True.*framing='content'"):
+        CycleGAN(deskew=True, image_size=8, **SMALL).fit(X, domains=domains)
 
 
 # -- state: the image pools, the cycle error ---------------------------------------------------

@@ -105,6 +105,13 @@ class CycleGAN(FeatureExtractor):
         pastes its output into the target's square on the target's
         background; ``domain_formats_`` records the squares. ``transform``
         is not cropped. Not in the paper.
+    deskew : bool, default=False
+        With ``framing="content"``: shear every image of both domains upright
+        first (moment deskewing: its ink's mu11 made zero, see
+        :func:`featurekit_adversarial.domains.deskew`), before the content
+        square is found. For domains of which one is deskewed and the other
+        not (USPS and MNIST); ``translate`` deskews its input the same way and
+        returns upright images. ``transform`` is not deskewed. Not in the paper.
     **common
         The parameters every method shares (``featurekit.base.COMMON_PARAMS``).
         Defaults: ``max_epochs=10`` (the paper trains 200 epochs),
@@ -173,11 +180,13 @@ class CycleGAN(FeatureExtractor):
         "discriminator_width": [Interval(Integral, 1, None, closed="left")],
         "validation_fraction": [Interval(Real, 0, 1, closed="left")],
         "framing": [StrOptions({"full", "content"})],
+        "deskew": ["boolean"],
     }
 
     def __init__(self, backbone="cyclegan_encoder", *, lambda_cycle=10.0, lambda_identity=0.5,
                  pool_size=50, discriminator_width=64, validation_fraction=0.05,
-                 framing="full", backbone_kwargs=None, weights=None, part=None, max_epochs=10, batch_size=16,
+                 framing="full", deskew=False, backbone_kwargs=None, weights=None, part=None,
+                 max_epochs=10, batch_size=16,
                  inference_batch_size=256, optimizer="auto", lr="auto", weight_decay="auto",
                  gradient_clip=None, device="auto", precision="auto", num_workers=0,
                  random_state=None, verbose=1, checkpoint_dir=None, resume="auto",
