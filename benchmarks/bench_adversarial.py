@@ -48,7 +48,7 @@ many more epochs; not timed here, as these machines have no GPU)::
 
     python benchmarks/bench_adversarial.py --device cuda --epochs 100 --width 64 \\
         --n-blocks 6 --discriminator-width 64 --batch-size 16 --image-size 32 \\
-        --bigan-epochs 200 --bigan-batch-size 128    # framing="content" as on the CPU
+        --bigan-epochs 200 --bigan-batch-size 128    # framing="content", deskew as on the CPU
 
 CPU settings: CycleGAN with ``cyclegan_encoder`` (width 16, 3 residual
 blocks), PatchGANs of width 32, batch 64, 9 epochs, ``framing="content"``,
