@@ -5,10 +5,10 @@ spoken digits (FSDD).
 neither, both. The speech section is described after the image section.
 
 CPU budget (OMP_NUM_THREADS=1, the shared 2-core machine, the defaults
-below): see the closing lines of a run, which print each fit's minutes
-(on 2026-12-07: images about 6 minutes, speech about 4; a year's load on this
-box has made the same runs up to 7x slower); ``--quick`` checks the script in
-a few minutes.
+below): the closing lines of a run print each fit's minutes (on 2026-12-07:
+images 3.3 minutes, speech 3.0; on 2026-11-30 other jobs' load on this box
+made smaller runs take 9.9 and 7.3); ``--quick`` checks the script in a few
+minutes.
 
 Data (../shared/data/README.md): MNIST (mnist_test.npz, 28 px, the standard
 8,000 / 2,000 split) and USPS (usps.npz, 16 px, its ``split`` column: 7,291
