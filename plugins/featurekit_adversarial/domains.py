@@ -111,7 +111,7 @@ def content_box(raw: torch.Tensor, scale: float) -> tuple[list[int], list[float]
     """
     n, _, height, width = raw.shape
     x = raw[_sample_rows(n)].float() / scale
-    background = background_colour(raw, scale)
+    background = _ring_median(x)
     colour = torch.tensor(background, dtype=x.dtype).view(1, -1, 1, 1)
     ink = (x - colour).abs().amax(1) > CONTENT_THRESHOLD
     side_full = min(height, width)
@@ -141,7 +141,10 @@ def _sample_rows(n: int) -> torch.Tensor:
 def background_colour(raw: torch.Tensor, scale: float) -> list[float]:
     """The median of the images' outermost pixels, per channel, in [0, 1] (at most
     ``CONTENT_SAMPLE`` images, evenly spaced)."""
-    x = raw[_sample_rows(len(raw))].float() / scale
+    return _ring_median(raw[_sample_rows(len(raw))].float() / scale)
+
+
+def _ring_median(x: torch.Tensor) -> list[float]:
     ring = torch.cat([x[..., 0, :], x[..., -1, :], x[..., :, 0], x[..., :, -1]], -1)
     return [float(c.median()) for c in ring.transpose(0, 1).flatten(1)]
 

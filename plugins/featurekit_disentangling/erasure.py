@@ -25,7 +25,8 @@ class LinearEraser(nn.Module):
     """``x - (x - mean) @ matrix.T``: a LEACE eraser; the identity until :meth:`fit`.
 
     The buffers are part of the model's state, so a saved model erases as
-    the fitted one did.
+    the fitted one did. Unfitted, ``matrix`` is zero and the map is exactly
+    the identity (no branch, so no device sync per batch).
     """
 
     def __init__(self, dim: int):
@@ -35,8 +36,6 @@ class LinearEraser(nn.Module):
         self.register_buffer("rank", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if int(self.rank) == 0:
-            return x
         mean, matrix = self.mean.to(x.dtype), self.matrix.to(x.dtype)
         return x - (x - mean) @ matrix.T
 
