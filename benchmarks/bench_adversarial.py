@@ -53,9 +53,10 @@ many more epochs; not timed here, as these machines have no GPU)::
 CPU settings: CycleGAN with ``cyclegan_encoder`` (width 16, 3 residual
 blocks), PatchGANs of width 32, batch 64, 9 epochs, ``framing="content"``,
 ``deskew=True``, the paper's ``lambda_identity=0.5`` (1.0 gave the same on
-the dev split with deskewing: 0.899 / 0.859 against 0.894 / 0.859); BiGAN with a width-16 ``small_cnn`` encoder, generator width 64,
-discriminator width 32, spectral norm, batch 32, 20 epochs (dev kNN 0.682,
-0.632 at 7 epochs). ``--dev`` evaluates on a split of the *training* images
+the dev split with deskewing: 0.899 / 0.859 against 0.894 / 0.859); BiGAN
+with a width-16 ``small_cnn`` encoder, generator width 64, discriminator
+width 32, spectral norm, batch 32, 20 epochs (dev kNN 0.682, 0.632 at 7
+epochs). ``--dev`` evaluates on a split of the *training* images
 instead of the test sets: the settings were chosen that way (framing and
 the identity weight, deskewing, epochs; see docs/adversarial.md), never on
 the test sets.

@@ -27,8 +27,8 @@ ContentStyle's parts (the same networks at initialization). Chance is the
 majority-class rate of the test labels. For the weakly supervised fit it also
 prints the content part as ``transform`` gives it (LEACE-erased of the
 groups, ``content_erasure="leace"``, the default) and before the eraser, read
-by the linear probe and by an RBF SVC: LEACE's guarantee is linear only. Targets (issue 8, weakly supervised
-mode): content->digit >= 0.90, content->domain <= 0.65, style->domain >=
+by the linear probe and by an RBF SVC: LEACE's guarantee is linear only.
+Targets (issue 8, weakly supervised mode): content->digit >= 0.90, content->domain <= 0.65, style->domain >=
 0.95. A missed target is reported as measured; the probe is never tuned.
 
 A recombination grid is saved to ``--out`` (default benchmarks/out/):
