@@ -28,8 +28,9 @@ majority-class rate of the test labels. For the weakly supervised fit it also
 prints the content part as ``transform`` gives it (LEACE-erased of the
 groups, ``content_erasure="leace"``, the default) and before the eraser, read
 by the linear probe and by an RBF SVC: LEACE's guarantee is linear only.
-Targets (issue 8, weakly supervised mode): content->digit >= 0.90, content->domain <= 0.65, style->domain >=
-0.95. A missed target is reported as measured; the probe is never tuned.
+Targets (issue 8, weakly supervised mode): content->digit >= 0.90,
+content->domain <= 0.65, style->domain >= 0.95. A missed target is reported
+as measured; the probe is never tuned.
 
 A recombination grid is saved to ``--out`` (default benchmarks/out/):
 ``content_style_recombination.png``: MNIST test digits drawn in the styles
