@@ -76,6 +76,8 @@ _PART = re.compile(r"^part-(\d+)\.h5$")
 _PART_TMP = re.compile(r"^part-(\d+)\.h5\.tmp$")
 _LOCK = ".lock"
 _INDEX_LOCK = ".index.lock"
+#: Times a shard opens and locks its lock file while finishing shards keep unlinking it.
+_LOCK_ATTEMPTS = 10
 _SHARD_LOCK = re.compile(r"^\.shard-(\d+)-of-(\d+)\.lock$")
 # What a virtual dataset shows where a part is missing: never a plausible row.
 _FILL = {"features": np.nan, "ids": -1, "labels": -1}
@@ -134,13 +136,22 @@ def locked(path: str | os.PathLike[str], shard: Shard | None = None) -> Iterator
         if fcntl is not None and shard is not None:
             rank, world = shard
             lock = folder / f".shard-{rank}-of-{world}.lock"
-            try:
-                held.append(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
-            except OSError as exc:
-                raise store_error(exc, f"create the lock file {lock}") from exc
-            _lock_or_refuse(held[-1], fcntl.LOCK_EX, (
-                f"Another process is writing shard {rank}/{world} of the feature store "
-                f"{path} (it holds {lock}); give each process its own shard."))
+            for _ in range(_LOCK_ATTEMPTS):
+                try:
+                    held.append(os.open(lock, os.O_RDWR | os.O_CREAT, 0o644))
+                except OSError as exc:
+                    raise store_error(exc, f"create the lock file {lock}") from exc
+                _lock_or_refuse(held[-1], fcntl.LOCK_EX, (
+                    f"Another process is writing shard {rank}/{world} of the feature store "
+                    f"{path} (it holds {lock}); give each process its own shard."))
+                if _is_open_as(held[-1], lock):
+                    break
+                # A shard finishing unlinked the file after this process opened it: the
+                # lock just taken is on a file no other process can find. Take the new one.
+                os.close(held.pop())
+            else:
+                raise InputError(f"The lock file {lock} of the feature store {path} keeps "
+                                 "being removed by other processes; run one process per shard.")
             own = lock
             # Both sides lock before they look, so of two shards started together with
             # different world sizes at least one sees the other.
@@ -190,6 +201,16 @@ def index_locked(path: str | os.PathLike[str]) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
+
+
+def _is_open_as(fd: int, path: Path) -> bool:
+    """Whether ``path`` still names the file open as ``fd``."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    opened = os.fstat(fd)
+    return (named.st_dev, named.st_ino) == (opened.st_dev, opened.st_ino)
 
 
 def _lock_or_refuse(fd: int, kind: int, message: str) -> None:

@@ -9,9 +9,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
@@ -151,6 +157,32 @@ def test_two_processes_write_one_store(tmp_path, est, digits, reference):
     # the shards' own locks go with them; the store's two stay, as the one of a plain run
     assert sorted(p.name for p in store_parts.parts_dir(path).glob(".*")) == [
         ".index.lock", ".lock"]
+
+
+@pytest.mark.skipif(fcntl is None or not Path("/proc/self/fd").is_dir(),
+                    reason="needs flock and /proc")
+def test_a_shard_lock_unlinked_between_open_and_lock_is_taken_again(tmp_path, monkeypatch):
+    """A shard finishing unlinks its lock file; a process that opened the file just before
+    must not hold a lock on a file nobody else can find (two writers of one shard)."""
+    path = tmp_path / "feats.h5"
+    lock = store_parts.parts_dir(path) / ".shard-0-of-2.lock"
+    real, raced = store_parts._lock_or_refuse, []
+
+    def finishing_shard_unlinks(fd, kind, message):
+        if not raced and os.readlink(f"/proc/self/fd/{fd}").endswith(lock.name):
+            raced.append(fd)
+            lock.unlink()  # after this process opened it, before it locks it
+        real(fd, kind, message)
+
+    monkeypatch.setattr(store_parts, "_lock_or_refuse", finishing_shard_unlinks)
+    with store_parts.locked(path, shard=(0, 2)):
+        assert raced and lock.exists()
+        other = os.open(lock, os.O_RDWR)
+        try:  # the file at the path is the one locked: a second shard 0 is refused
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        finally:
+            os.close(other)
 
 
 def test_a_shard_killed_mid_part_resumes_alone(tmp_path, est, digits, reference):
