@@ -193,6 +193,33 @@ def test_leace_equalizes_the_group_means_and_keeps_what_is_orthogonal():
     assert np.linalg.matrix_rank(erased - x, tol=1e-4) == 2
 
 
+def test_leace_erases_a_group_in_a_direction_of_small_variance():
+    """A group carried by a column 1000x quieter than the others is erased too."""
+    rng = np.random.default_rng(0)
+    group = rng.integers(0, 2, 4000)
+    x = np.c_[group + 0.01 * rng.normal(size=4000), 1000 * rng.normal(size=(4000, 127))]
+    x = torch.tensor(x, dtype=torch.float32)
+    erased = LinearEraser(128).fit(x, torch.as_tensor(group), 2)(x).numpy()
+    gap = erased[group == 1, 0].mean() - erased[group == 0, 0].mean()
+    assert abs(gap) < 1e-3  # 0.96 before
+
+
+def test_the_eraser_computes_in_float32_under_bf16_autocast_and_loads_when_absent():
+    rng = np.random.default_rng(1)
+    group = rng.integers(0, 3, 900)
+    x = torch.tensor(np.c_[group, rng.normal(size=(900, 7))] + rng.normal(size=(900, 8)),
+                     dtype=torch.float32)
+    eraser = LinearEraser(8).fit(x, torch.as_tensor(group), 3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = eraser(x.to(torch.bfloat16))
+    assert out.dtype == torch.float32
+    means = np.stack([out[torch.as_tensor(group == g)].mean(0).numpy() for g in range(3)])
+    assert np.abs(means - means.mean(0)).max() < 1e-2  # bf16 input rounding only
+    fresh = LinearEraser(8)
+    fresh.load_state_dict({})  # a model saved before the eraser existed: the identity
+    assert torch.equal(fresh(x), x)
+
+
 def test_the_content_part_is_linearly_erased_of_the_groups(mnist):
     X, _, groups = mnist
     est = tiny_cs(part="content").fit(X, groups=groups)

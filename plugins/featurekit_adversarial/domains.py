@@ -151,6 +151,9 @@ def _ring_median(x: torch.Tensor) -> list[float]:
 
 #: :func:`deskew` shears this many images at a time.
 DESKEW_BATCH = 4096
+#: :func:`deskew` shears by at most this many columns per row (45 degrees): ink spread
+#: over a few nearly flat rows has a tiny mu02 and would otherwise be sheared off the frame.
+MAX_SHEAR = 1.0
 
 
 def deskew(raw: torch.Tensor, scale: float, background: list[float]) -> torch.Tensor:
@@ -159,9 +162,9 @@ def deskew(raw: torch.Tensor, scale: float, background: list[float]) -> torch.Te
 
     The ink is each pixel's mean absolute difference from ``background`` over
     the channels. Image ``i`` is sheared by ``alpha_i = mu11 / mu02`` (the
-    slope of x on y of its ink), pixels leaving the frame are dropped and
-    pixels entering it take the background (bilinear sampling). An image
-    without ink is left as it is.
+    slope of x on y of its ink, at most ``MAX_SHEAR`` either way), pixels
+    leaving the frame are dropped and pixels entering it take the background
+    (bilinear sampling). An image without ink is left as it is.
 
     Parameters
     ----------
@@ -209,7 +212,7 @@ def _deskew_block(raw: torch.Tensor, scale: float, background: list[float]) -> t
     mu11 = (ink * dy * (xs - cx.view(-1, 1, 1))).sum((1, 2)) / safe
     mu02 = (ink * dy ** 2).sum((1, 2)) / safe
     alpha = torch.where((mass > 0) & (mu02 > 1e-12), mu11 / mu02.clamp_min(1e-12),
-                        torch.zeros_like(mu11))
+                        torch.zeros_like(mu11)).clamp(-MAX_SHEAR, MAX_SHEAR)
     # Output pixel (y, x) samples the input at (y, x + alpha (y - cy)); in grid_sample's
     # coordinates (-1..1 over the pixel centres, align_corners=True):
     slope = alpha * (height - 1) / max(width - 1, 1)
@@ -354,7 +357,7 @@ def framed_images(X: Any, est: Any, fmt: dict) -> tuple[torch.Tensor, float]:
             f"native shape {tuple(fmt['sample_shape'])} (C, H, W), as given to fit; got "
             f"{tuple(raw.shape[1:])}")
     if fmt.get("deskewed", False):
-        raw = deskew(raw, scale, fmt["background"])
+        raw = deskew(raw, scale, fmt["deskew_background"])
     return crop_box(raw, fmt["box"]), scale
 
 
@@ -424,8 +427,9 @@ def _frame_domains(est: Any, parts: list, formats: list[dict], names: list) -> t
         raw, scale = raw_images(part, est, size=None)
         if len(raw) == 0:
             raise InputError(f"domain {name!r} has no images")
-        if est.deskew:
-            raw = deskew(raw, scale, background_colour(raw, scale))
+        if est.deskew:  # translate deskews with the same background
+            fmt["deskew_background"] = background_colour(raw, scale)
+            raw = deskew(raw, scale, fmt["deskew_background"])
         box, background = content_box(raw, scale)
         fmt["box"], fmt["background"], fmt["deskewed"] = box, background, bool(est.deskew)
         raws.append(inputs.resize_shorter_and_crop(crop_box(raw, box), est.image_size))

@@ -21,6 +21,11 @@ import torch
 from torch import nn
 
 
+#: Relative variance (to the largest direction's) below which a direction of the
+#: features counts as constant: a standard deviation 1e-6 of the largest one's.
+VARIANCE_FLOOR = 1e-12
+
+
 class LinearEraser(nn.Module):
     """``x - (x - mean) @ matrix.T``: a LEACE eraser; the identity until :meth:`fit`.
 
@@ -36,8 +41,16 @@ class LinearEraser(nn.Module):
         self.register_buffer("rank", torch.zeros((), dtype=torch.long))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        mean, matrix = self.mean.to(x.dtype), self.matrix.to(x.dtype)
-        return x - (x - mean) @ matrix.T
+        # In float32 even under bf16 autocast: a bf16 matrix would leave a fixed linear leak.
+        with torch.autocast(x.device.type, enabled=False):
+            x = x.float()
+            return x - (x - self.mean) @ self.matrix.T
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # A model saved before the eraser existed has none: it loads as the identity.
+        for name, buffer in self._buffers.items():
+            state_dict.setdefault(prefix + name, buffer.clone())
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def reset(self) -> None:
         """Back to the identity."""
@@ -59,8 +72,8 @@ def leace(x: torch.Tensor, codes: torch.Tensor, n_groups: int
           ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """LEACE's ``mean``, ``M`` and the number of erased directions, in float64.
 
-    Directions of ``x`` with (numerically) no variance are left alone, as are
-    groups with no rows.
+    Directions of ``x`` with (numerically) no variance, below ``VARIANCE_FLOOR``
+    times the largest, are left alone, as are groups with no rows.
     """
     x = x.detach().to(torch.float64).cpu()
     n, dim = x.shape
@@ -69,7 +82,7 @@ def leace(x: torch.Tensor, codes: torch.Tensor, n_groups: int
     z = nn.functional.one_hot(codes.cpu().long(), n_groups).to(torch.float64)
     cross = centered.T @ (z - z.mean(dim=0)) / n  # Cov(x, z): dim x n_groups
     values, vectors = torch.linalg.eigh(centered.T @ centered / n)
-    floor = values.max().clamp_min(0) * dim * torch.finfo(torch.float32).eps
+    floor = values.max().clamp_min(0) * VARIANCE_FLOOR
     kept = values > floor
     root = torch.where(kept, values.clamp_min(0).sqrt(), torch.zeros_like(values))
     inv_root = torch.where(kept, 1.0 / root.clamp_min(1e-300), torch.zeros_like(values))
